@@ -15,11 +15,13 @@ import torch.nn.functional as F
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix ``G = F Fᵀ / (C·H·W)`` of ``(B,C,H,W)`` features → ``(B,C,C)``.
 
-    Computed in float32 even under autocast: fp16 sums over H·W overflow (max 65504).
+    Computed in (at least) float32 even under autocast: fp16 sums over H·W overflow (max 65504).
     """
     b, c, h, w = features.shape
     with torch.autocast(device_type=features.device.type, enabled=False):
-        f = features.float().reshape(b, c, h * w)
+        f = features.reshape(b, c, h * w)
+        if f.dtype in (torch.float16, torch.bfloat16):
+            f = f.float()
         return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 

@@ -1,0 +1,253 @@
+"""Gatys et al. (2016) optimisation: the pixels are the parameters. Slow, the quality reference.
+
+Minimise over the image ``x`` (RGB ``[0,1]``)::
+
+    L(x) = α Σ_l c_l ‖F_l(x) − F_l(c)‖² / ‖F_l(c)‖²  +  β Σ_l s_l ‖G_l(x) − Ĝ_l‖² / ‖Ĝ_l‖²  +  γ TV(x)
+
+with ``F_l`` the backbone's features, ``G_l`` their Gram matrices (:func:`fastnst.losses.gram_matrix`),
+``Ĝ_l = Σ_i w_i G_l(s_i) / Σ_i w_i`` the blend of the style images' Grams, layer weights ``c_l`` and
+``s_l`` normalised to sum 1, and the ``1/‖·‖²`` factors (:func:`fastnst.losses.balanced_weights`)
+making α, β, γ independent of the backbone and its input convention.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import losses
+from .backbones import get_backbone
+from .devices import pick_device
+from .errors import FastNSTError
+from .images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
+
+
+@dataclass
+class GatysConfig:
+    """Settings of one optimisation. ``None`` layers mean the backbone's defaults."""
+
+    size: int = 384
+    steps: int = 300
+    optimizer: str = "lbfgs"
+    lr: float | None = None
+    init: str = "content"
+    content_layers: dict[str, float] | None = None
+    style_layers: dict[str, float] | None = None
+    content_weight: float = 1.0
+    style_weight: float = 1e3
+    tv_weight: float = 1.0
+    style_blend: Sequence[float] | None = None
+    preserve_color: bool = False
+    save_every: int = 0
+    seed: int = 0
+    backbone: str = "vgg19"
+    pool: str = "max"
+
+
+@dataclass
+class GatysResult:
+    """Outcome of :func:`run_gatys_files`; losses are the weighted terms at the last step."""
+
+    image: np.ndarray
+    output: Path | None
+    size: tuple[int, int]
+    steps: int
+    seconds: float
+    device: str
+    content: float
+    style: float
+    tv: float
+    total: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    intermediates: list[Path] = field(default_factory=list)
+    sheet: Path | None = None
+
+
+# --- colour: luminance-only transfer (Gatys et al. 2017, "Controlling perceptual factors") ---------
+
+_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def rgb_to_yiq(x: torch.Tensor) -> torch.Tensor:
+    """``(B,3,H,W)`` RGB → YIQ (Y in [0,1])."""
+    return torch.einsum("ij,bjhw->bihw", _RGB2YIQ.to(x), x)
+
+
+def yiq_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_RGB2YIQ).to(x), x)
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """Y of ``(B,3,H,W)`` RGB, repeated to three channels so the backbone sees a grey image."""
+    return rgb_to_yiq(x)[:, :1].expand(-1, 3, -1, -1).contiguous()
+
+
+def match_luminance(style_y: torch.Tensor, content_y: torch.Tensor) -> torch.Tensor:
+    """Shift/scale the style's luminance to the content's mean and std (histogram-free matching)."""
+    s_mu, s_sd = style_y.mean(), style_y.std().clamp_min(1e-6)
+    return ((style_y - s_mu) / s_sd * content_y.std() + content_y.mean()).clamp(0, 1)
+
+
+# --- the optimisation -------------------------------------------------------------------------------
+
+
+def _normalised(weights: dict[str, float]) -> dict[str, float]:
+    total = sum(weights.values())
+    if total <= 0:
+        raise FastNSTError("Layer weights must sum to a positive number.")
+    return {k: v / total for k, v in weights.items()}
+
+
+def stylize_gatys(
+    content: torch.Tensor,
+    styles: Sequence[torch.Tensor],
+    cfg: GatysConfig,
+    extractor: nn.Module,
+    *,
+    progress: bool = True,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """Optimise an image. ``content`` ``(1,3,H,W)``, ``styles`` each ``(1,3,h,w)``, float in ``[0,1]``
+    on the extractor's device. Returns the ``(1,3,H,W)`` result in ``[0,1]`` and a per-step loss history.
+    ``callback(step, image)`` runs after every step (used for ``--save-every``).
+    """
+    from tqdm.auto import tqdm
+
+    spec = get_backbone(cfg.backbone)
+    c_layers = _normalised(cfg.content_layers or dict.fromkeys(spec.content_layers, 1.0))
+    s_layers = _normalised(cfg.style_layers or dict.fromkeys(spec.style_layers, 1.0))
+    blend = list(cfg.style_blend) if cfg.style_blend else [1.0] * len(styles)
+    if len(blend) != len(styles):
+        raise FastNSTError(f"--style-weights has {len(blend)} values for {len(styles)} style images.")
+    if any(b < 0 for b in blend) or sum(blend) <= 0:
+        raise FastNSTError("--style-weights must be non-negative and not all zero.")
+
+    colour_source = content
+    if cfg.preserve_color:
+        content = luminance(content)
+        styles = [match_luminance(luminance(s), content) for s in styles]
+
+    with torch.no_grad():
+        content_targets = {k: v.detach() for k, v in extractor(content).items() if k in c_layers}
+        grams: dict[str, torch.Tensor] = {}
+        for s, w in zip(styles, blend):
+            for k, v in extractor(s).items():
+                if k in s_layers:
+                    g = losses.gram_matrix(v) * (w / sum(blend))
+                    grams[k] = grams[k] + g if k in grams else g
+    c_w = losses.balanced_weights(content_targets, c_layers)
+    s_w = losses.balanced_weights(grams, s_layers)
+
+    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    if cfg.init == "content":
+        x0 = content.clone()
+    elif cfg.init == "noise":
+        x0 = torch.rand(content.shape, generator=generator).to(content)
+    elif cfg.init == "style":
+        x0 = resize_to(styles[0], tuple(content.shape[-2:]))
+    else:
+        raise FastNSTError(f"Unknown init {cfg.init!r}; use content, noise or style.")
+    x = x0.clamp(0, 1).contiguous().requires_grad_(True)
+
+    if cfg.optimizer == "lbfgs":
+        # max_iter=1: one function evaluation per step, so --steps and the progress bar count
+        # evaluations; the curvature history persists across step() calls.
+        opt: torch.optim.Optimizer = torch.optim.LBFGS([x], lr=cfg.lr or 1.0, max_iter=1, history_size=50)
+    elif cfg.optimizer == "adam":
+        opt = torch.optim.Adam([x], lr=cfg.lr or 0.02)
+    else:
+        raise FastNSTError(f"Unknown optimizer {cfg.optimizer!r}; use lbfgs or adam.")
+
+    history: list[dict[str, float]] = []
+    last: dict[str, float] = {}
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        feats = extractor(x)
+        lc = cfg.content_weight * losses.content_loss(feats, content_targets, c_w)
+        ls = cfg.style_weight * losses.style_loss(feats, grams, s_w)
+        lt = cfg.tv_weight * losses.total_variation(x)
+        total = lc + ls + lt
+        total.backward()
+        last.update(content=lc.item(), style=ls.item(), tv=lt.item(), total=total.item())
+        return total
+
+    bar = tqdm(range(cfg.steps), desc="gatys", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        opt.step(closure)
+        with torch.no_grad():
+            x.clamp_(0, 1)
+        if not np.isfinite(last["total"]):
+            raise FastNSTError("The optimisation diverged (loss is not finite); lower --lr or --style-weight.")
+        history.append(dict(last))
+        bar.set_postfix(content=f"{last['content']:.3g}", style=f"{last['style']:.3g}", tv=f"{last['tv']:.3g}")
+        if callback is not None:
+            callback(step + 1, x.detach())
+    bar.close()
+
+    out = x.detach()
+    if cfg.preserve_color:
+        yiq = rgb_to_yiq(colour_source)
+        out = yiq_to_rgb(torch.cat([out[:, :1], yiq[:, 1:]], dim=1)).clamp(0, 1)
+    return out, history
+
+
+def run_gatys_files(
+    content_path: str | os.PathLike,
+    style_paths: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    cfg: GatysConfig,
+    *,
+    device: str | torch.device | None = "auto",
+    weights: str | os.PathLike | None = None,
+    extractor: nn.Module | None = None,
+    progress: bool = True,
+) -> GatysResult:
+    """Read images, optimise, write ``output`` (and intermediates/contact sheet when ``save_every``)."""
+    output = Path(output)
+    if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
+        raise FastNSTError(f"Output {output} needs an image extension (.png or .jpg).")
+    if cfg.steps < 1 or cfg.size < 16:
+        raise FastNSTError("--steps must be ≥ 1 and --size ≥ 16.")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    content = resize_to(to_tensor(read_image(content_path), dev), cfg.size)
+    styles = [resize_to(to_tensor(read_image(p), dev), cfg.size) for p in style_paths]
+
+    spec = get_backbone(cfg.backbone)
+    if extractor is None:
+        layers = list(cfg.content_layers or spec.content_layers) + list(cfg.style_layers or spec.style_layers)
+        extractor = spec.build(layers, weights=weights, pool=cfg.pool, device=dev)
+
+    frames: list[tuple[int, np.ndarray]] = []
+
+    def keep(step: int, img: torch.Tensor) -> None:
+        if cfg.save_every and (step % cfg.save_every == 0 or step == cfg.steps):
+            frames.append((step, to_uint8(img)))
+
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    out, history = stylize_gatys(content, styles, cfg, extractor, progress=progress, callback=keep)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - t0
+
+    image = to_uint8(out)
+    write_image(output, image)
+    result = GatysResult(image=image, output=output, size=image.shape[:2], steps=cfg.steps, seconds=seconds,
+                         device=str(dev), history=history, **history[-1])
+    if frames:
+        for step, img in frames:
+            p = output.with_name(f"{output.stem}_step{step:05d}{output.suffix}")
+            write_image(p, img)
+            result.intermediates.append(p)
+        tail = frames[-10:]  # the seed shows the last ten intermediate results
+        sheet = contact_sheet([f for _, f in tail], columns=5, labels=[f"step {s}" for s, _ in tail])
+        result.sheet = write_image(output.with_name(f"{output.stem}_sheet.png"), sheet)
+    return result

@@ -41,7 +41,7 @@ class GatysConfig:
     content_layers: dict[str, float] | None = None
     style_layers: dict[str, float] | None = None
     content_weight: float = 1.0
-    style_weight: float = 1e3
+    style_weight: float = 10.0
     tv_weight: float = 1.0
     style_blend: Sequence[float] | None = None
     preserve_color: bool = False

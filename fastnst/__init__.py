@@ -4,4 +4,22 @@ __version__ = "0.1.0"
 
 from .errors import FastNSTError  # noqa: E402
 
-__all__ = ["FastNSTError", "__version__"]
+__all__ = ["FastNSTError", "Stylizer", "__version__", "load_style", "stylize_video"]
+
+# Lazy exports: ``import fastnst`` stays light (no torch/PyAV) until one of these is touched.
+_LAZY = {"Stylizer": "pipeline", "stylize_video": "pipeline", "load_style": "styles"}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastnst' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -166,12 +166,205 @@ def _cmd_styles(args: argparse.Namespace) -> int:
 
 
 # >>> train subcommand (issue 3)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import train
+
+    return train.main(args.train_argv, prog="fastnst train")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    # The trainer owns its options (train.config builds them from its dataclass): hand it every
+    # argument untouched. prefix_chars that no option uses makes argparse leave "--x" to REMAINDER.
+    p = sub.add_parser("train", help="train a style network on a photo folder (see `fastnst train --help`)",
+                       add_help=False, prefix_chars="\0")
+    p.add_argument("train_argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_train)
+
+
 # <<< train subcommand
 
 # >>> stylize / webcam subcommands (issue 4)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    """``12.5``, ``1:05`` or ``0:01:05.5`` → seconds."""
+    try:
+        parts = [float(p) for p in text.split(":")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected seconds or [HH:]MM:SS, got {text!r}") from exc
+    if len(parts) > 3 or any(p < 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected seconds or [HH:]MM:SS, got {text!r}")
+    total = 0.0
+    for p in parts:
+        total = total * 60 + p
+    return total
+
+
+def _cmd_stylize(args: argparse.Namespace) -> int:
+    from .pipeline import stylize_path
+
+    # Video options are ignored for images and folders.
+    res = stylize_path(
+        args.input, args.output, args.style, device=args.device, dtype=args.dtype, max_size=args.max_size,
+        scale=args.scale, progress=not args.quiet, batch_size=args.batch_size, codec=args.codec, crf=args.crf,
+        preset=args.preset, start=args.start, duration=args.duration, threads=args.threads,
+    )
+    v = res.video
+    if v is None:
+        what = res.outputs[0] if len(res.outputs) == 1 else f"{len(res.outputs)} images under {args.output}"
+        print(f"wrote {what}  ({res.seconds:.1f} s)")
+        return 0
+    audio = (f"{v.audio_copied} audio stream(s) copied" if v.audio_copied else "no audio") + (
+        f", {v.audio_transcoded} transcoded to AAC" if v.audio_transcoded else "")
+    print(f"wrote {v.output}  ({v.width}x{v.height}, {v.frames} frames at {float(v.video_fps):.3g} fps; {audio}; "
+          f"{v.seconds:.1f} s, {v.fps:.1f} frames/s on {v.device})")
+    for note in v.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _add_stylize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stylize", help="stylize an image, a folder of images or a video file",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("input", help="image (.png/.jpg/.webp…), folder of images, or video file")
+    p.add_argument("-o", "--output", required=True, help="output image, folder or video (.mp4/.mkv/.avi…)")
+    p.add_argument("--style", default=None, help="style name (see `fastnst styles`) or .safetensors path "
+                                                  "(default: the default shipped style)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                   help="network precision (auto: fp16 on CUDA, fp32 on CPU)")
+    p.add_argument("--max-size", type=int, default=None, help="downscale so the longer side is at most N px")
+    p.add_argument("--scale", type=_positive_float, default=None,
+                   help="run the network at this factor of the resolution (<1: bigger brush strokes)")
+    v = p.add_argument_group("video")
+    v.add_argument("--start", type=_seconds, default=None, help="start time (s or [HH:]MM:SS)")
+    v.add_argument("--duration", type=_seconds, default=None, help="segment length (s or [HH:]MM:SS)")
+    v.add_argument("--batch-size", type=int, default=None, help="frames per batch (default: 8 on CUDA, 1 on CPU)")
+    v.add_argument("--codec", default="libx264", help="video encoder")
+    v.add_argument("--crf", type=int, default=18, help="x264/x265 quality (lower is better)")
+    v.add_argument("--preset", default="medium", help="x264/x265 speed preset")
+    v.add_argument("--threads", type=int, default=None,
+                   help="PyTorch CPU threads (default: all cores but one, left to decoding/encoding)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_stylize)
+
+
+def _camera(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def _cmd_webcam(args: argparse.Namespace) -> int:
+    from .webcam import run_webcam
+
+    res = run_webcam(
+        args.style or [None], camera=args.camera, device=args.device, dtype=args.dtype, max_size=args.max_size,
+        scale=args.scale, record=args.record, snapshot_dir=args.snapshot_dir, show=not args.no_window,
+        max_frames=args.max_frames or None, side_by_side=args.side_by_side,
+    )
+    print(f"{res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} fps)")
+    for snap in res.snapshots:
+        print(f"snapshot: {snap}")
+    if res.record is not None:
+        print(f"recorded {res.record}")
+    return 0
+
+
+def _add_webcam(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "webcam", help="live style transfer from a camera, video file or stream URL",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Keys: q/Esc quit, s snapshot, space side-by-side, n/p next/previous style, 1-9 pick a style.")
+    p.add_argument("--style", action="append", default=None,
+                   help="style name or .safetensors path; repeat to switch between several")
+    p.add_argument("--camera", type=_camera, default=0, help="camera index, video file or URL")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    p.add_argument("--max-size", type=int, default=640, help="downscale frames so the longer side is at most N px")
+    p.add_argument("--scale", type=_positive_float, default=None, help="network resolution factor")
+    p.add_argument("--record", default=None, help="also record the stylized stream to this video file")
+    p.add_argument("--snapshot-dir", default=".", help="where the s key saves snapshots")
+    p.add_argument("--side-by-side", action="store_true", help="start with input and output side by side")
+    p.add_argument("--no-window", action="store_true", help="run without a window (with --record / --max-frames)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: until q or the end)")
+    p.set_defaults(func=_cmd_webcam)
+
+
 # <<< stylize / webcam subcommands
 
 # >>> eval subcommand (issue 5)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .metrics import evaluate_video, format_report, save_report
+
+    if args.stylized is not None and args.model is not None:
+        raise FastNSTError("Give either STYLIZED or --model, not both.")
+    report = evaluate_video(
+        args.input, args.stylized, style_image=args.style, style_model=args.model, device=args.device,
+        vgg_weights=args.vgg_weights, flow=args.flow, raft_weights=args.raft_weights, max_frames=args.max_frames or None,
+        stride=args.stride, max_size=args.max_size, start=args.start, vgg_every=args.vgg_every,
+        style_size=args.style_size, min_trusted=args.min_trusted, pictures=args.pictures, progress=not args.quiet,
+    )
+    print(format_report(report))
+    if args.json:
+        print(f"wrote {save_report(report, args.json)}")
+    return 0
+
+
+def _cmd_curves(args: argparse.Namespace) -> int:
+    from .metrics import plot_loss_curves
+
+    print(f"wrote {plot_loss_curves(args.logs, args.output, labels=args.labels)}")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from .metrics import FLOW_METHODS
+
+    p = sub.add_parser("eval", help="temporal warping error, style and content distance of a stylized video",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("input", help="the input (unstylized) video")
+    p.add_argument("stylized", nargs="?", default=None,
+                   help="the stylized video (same frames); omit it for the input's floor only, or use --model")
+    p.add_argument("--style", required=True, help="the style image, for the style distance")
+    p.add_argument("--model", default=None, help="a style model (name or .safetensors) to stylize INPUT with first")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--pictures", default=None, help="folder for grid.png (input | stylized) and heatmap.png")
+    p.add_argument("--max-frames", type=int, default=60, help="frames to evaluate (after --stride); 0 = all")
+    p.add_argument("--stride", type=int, default=1, help="keep every N-th frame (pairs are then N frames apart)")
+    p.add_argument("--max-size", type=int, default=None, help="downscale frames so the longer side is at most N px")
+    p.add_argument("--start", type=float, default=None, help="start at this time, seconds")
+    p.add_argument("--flow", choices=FLOW_METHODS, default="dis", help="optical flow between input frames")
+    p.add_argument("--raft-weights", default=None, help="local torchvision RAFT weights file (for --flow raft_*)")
+    p.add_argument("--vgg-every", type=int, default=5, help="style/content distances on every N-th frame; 0 = E_warp only")
+    p.add_argument("--min-trusted", type=float, default=0.1,
+                   help="skip pairs with a smaller share of trusted flow pixels (shot cuts)")
+    p.add_argument("--style-size", type=int, default=None,
+                   help="longer side of the style image for its Gram matrices (default: the frames')")
+    p.add_argument("--vgg-weights", default=None, help="VGG19 weights file (default: the cache)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_eval)
+
+    c = sub.add_parser("curves", help="plot loss curves from training log.jsonl files (needs matplotlib)")
+    c.add_argument("logs", nargs="+", help="log.jsonl files or run folders holding one")
+    c.add_argument("-o", "--output", required=True, help="output PNG")
+    c.add_argument("--labels", type=lambda s: s.split(","), default=None, help="comma-separated run names")
+    c.set_defaults(func=_cmd_curves)
+
+
 # <<< eval subcommand
 
 

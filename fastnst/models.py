@@ -117,7 +117,8 @@ class TransformerNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % 4, (-w) % 4
+        # a multiple of 4, and at least 8: the first 9×9 reflection pad needs more than 4 px
+        ph, pw = max((-h) % 4, 8 - h), max((-w) % 4, 8 - w)
         if ph or pw:
             # reflect needs pad < size; tiny inputs fall back to replicate
             mode = "reflect" if (ph < h and pw < w) else "replicate"
@@ -139,5 +140,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["Arch", "PRESETS", "TransformerNet", "ConvLayer", "ResidualBlock", "UpsampleConvLayer",
+__all__ = ["PRESETS", "Arch", "ConvLayer", "ResidualBlock", "TransformerNet", "UpsampleConvLayer",
            "build_model", "count_parameters"]

@@ -1,0 +1,783 @@
+"""What a viewer sees, as numbers and pictures: temporal warping error, style and content distance.
+
+**Temporal warping error** (Lai et al. 2018, "Learning Blind Video Temporal Consistency"). For each
+pair of consecutive *input* frames ``(I_t, I_{t+1})`` we estimate the optical flow both ways
+(OpenCV DIS by default, torchvision RAFT on request), build a trust mask ``M_t`` from a
+forward-backward check (occlusions, motion boundaries, pixels that leave the frame:
+:func:`fastnst.flow.forward_backward_mask`), and score the *output* frames with
+
+    E_t = Σ_p M_t(p) · (1/3) Σ_c (O_t(p,c) − Ô_{t+1}(p,c))²  /  Σ_p M_t(p),
+    Ô_{t+1} = warp(O_{t+1}, flow_{t→t+1})   (output frame t+1 warped back to t),
+
+with RGB in ``[0,1]``: a masked mean over trusted pixels of the squared error *averaged over the
+three channels* — the same normalisation as Lai et al.'s ``evaluate_WarpError.py``, whose mask is a
+3-channel image and whose denominator therefore counts pixels × channels. ``E_warp`` is the mean of
+``E_t`` over pairs. Pairs where fewer than ``min_trusted`` (default 10 %) of the pixels are trusted are
+skipped and listed: they are shot cuts (on bikes.mp4 a cut leaves ~1 % trusted, ordinary motion ≥ 48 %),
+where a flow is meaningless and one pair would dominate the mean. The same formula applied to
+the input frames themselves is the **floor**: what a perfectly consistent "stylization" that copies
+the input would score; flow errors, lighting changes and compression noise keep it above 0.
+
+**Style distance**: ``mean_l ‖G_l(O) − G_l(S)‖_F / ‖G_l(S)‖_F`` over VGG19 relu1_1…relu5_1
+(:func:`fastnst.losses.style_distance`), with the style image ``S`` resized so its longer side equals
+the evaluated frames' (or ``style_size``). **Content distance**: ``‖F(O) − F(I)‖_F / ‖F(I)‖_F`` at
+relu4_2. Both are averaged over frames sampled every ``vgg_every`` frames; the input video's own style
+distance is reported as what "no stylization" scores.
+
+Frames enter as ``(H,W,3)`` uint8 RGB (what a user sees: stylized outputs are quantised to uint8 like
+an encoded video) and are compared as ``(1,3,H,W)`` float in ``[0,1]`` on the chosen device.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .devices import pick_device
+from .errors import FastNSTError
+from .flow import dis_flow, flow_to_tensor, forward_backward_mask, warp
+from .images import contact_sheet, read_image, resize_to, to_tensor, write_image
+from .losses import gram_matrix, style_distance
+
+STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+CONTENT_LAYER = "relu4_2"
+EVAL_TAPS: tuple[str, ...] = (*STYLE_LAYERS, CONTENT_LAYER)
+FLOW_METHODS: tuple[str, ...] = ("dis", "raft_small", "raft_large")
+
+Frame = np.ndarray  # (H,W,3) uint8 RGB
+FlowFn = Callable[[Frame, Frame], np.ndarray]  # (prev, next) → (H,W,2) float32, prev(p) ≈ next(p + flow(p))
+FrameStylizer = Callable[[Frame], "Frame | torch.Tensor"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalReport:
+    """Figures for one stylized output next to the input video's own (the floor).
+
+    ``e_warp``/``e_warp_input`` are mean squared RGB errors in ``[0,1]`` units (see module docstring);
+    ``style_distance*`` and ``content_distance`` are relative (0 = identical statistics/features).
+    ``None`` means "not measured" (no stylized output, or no pair/frame to measure on).
+    """
+
+    name: str
+    input_video: str
+    stylized: str | None
+    style_image: str
+    frames: int
+    pairs: int
+    size: tuple[int, int]  # (H, W) at which flow and all figures were computed
+    stride: int
+    flow: str
+    e_warp: float | None
+    e_warp_input: float | None
+    style_distance: float | None
+    style_distance_input: float | None
+    content_distance: float | None
+    vgg_frames: int
+    vgg: str
+    mask_fraction: float | None  # mean share of trusted pixels over the counted pairs
+    skipped_pairs: list[int]  # first frame index of each pair skipped as a shot cut
+    seconds: float
+    device: str
+    notes: list[str] = field(default_factory=list)
+    pictures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def e_warp_ratio(self) -> float | None:
+        """Stylized E_warp over the floor (1 = as stable as the input)."""
+        if self.e_warp is None or not self.e_warp_input:
+            return None
+        return self.e_warp / self.e_warp_input
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        d["e_warp_ratio"] = self.e_warp_ratio
+        return d
+
+
+def _fmt(x: float | None, spec: str = ".4g") -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def format_report(report: EvalReport) -> str:
+    """A small text table: input (floor) vs stylized, for the command line."""
+    h, w = report.size
+    head = (f"{report.input_video} vs {report.stylized or '(no stylized video: floor only)'}\n"
+            f"{report.frames} frames (stride {report.stride}), {report.pairs} pairs, {w}x{h}, flow {report.flow}, "
+            f"{report.vgg_frames} VGG frames ({report.vgg}), {report.seconds:.1f} s on {report.device}")
+    ratio = report.e_warp_ratio
+    rows = [
+        ("metric", "input (floor)", "stylized", "stylized/floor"),
+        ("E_warp", _fmt(report.e_warp_input), _fmt(report.e_warp), "—" if ratio is None else f"{ratio:.2f}x"),
+        ("style distance", _fmt(report.style_distance_input), _fmt(report.style_distance), ""),
+        ("content distance", "0", _fmt(report.content_distance), ""),
+        ("trusted pixels", _fmt(None if report.mask_fraction is None else 100 * report.mask_fraction, ".1f") + "%",
+         "", ""),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [head, ""] + ["  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+                          for r in rows]
+    lines += [f"note: {n}" for n in report.notes]
+    lines += [f"picture: {p}" for p in report.pictures.values()]
+    return "\n".join(lines)
+
+
+def save_report(reports: EvalReport | Sequence[EvalReport], path: str | os.PathLike) -> Path:
+    """Write one report (a JSON object) or several (a JSON list) atomically."""
+    path = Path(path)
+    data = reports.to_dict() if isinstance(reports, EvalReport) else [r.to_dict() for r in reports]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Optical flow
+# --------------------------------------------------------------------------------------------------
+
+
+class RaftFlow:
+    """torchvision RAFT (``raft_small``/``raft_large``) with weights from a local file only.
+
+    ``weights``: a torchvision ``.pth`` (loaded with ``weights_only=True``) or ``.safetensors`` state
+    dict; ``None`` looks for torchvision's own file in the torch hub cache. Nothing is downloaded.
+    Called on two ``(H,W,3)`` uint8 RGB frames it returns ``(H,W,2)`` float32 flow, same convention
+    as :func:`fastnst.flow.dis_flow`. ``iterations``: RAFT's recurrent refinement steps.
+    """
+
+    def __init__(self, variant: str = "raft_small", *, weights: str | os.PathLike | None = None,
+                 device: torch.device | str = "cpu", iterations: int = 12) -> None:
+        from torchvision.models import optical_flow as of
+
+        enums = {"raft_small": of.Raft_Small_Weights, "raft_large": of.Raft_Large_Weights}
+        if variant not in enums:
+            raise FastNSTError(f"Unknown RAFT variant {variant!r}; use raft_small or raft_large.")
+        fname = enums[variant].DEFAULT.url.rsplit("/", 1)[1]
+        path = Path(weights) if weights is not None else Path(torch.hub.get_dir()) / "checkpoints" / fname
+        if not path.is_file():
+            raise FastNSTError(f"{variant} flow needs its weights as a local file ({path} not found): pass "
+                               f"--raft-weights FILE with torchvision's {fname}, or use --flow dis.")
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            net = getattr(of, variant)(weights=None, progress=False)
+            net.load_state_dict(state)
+        except Exception as exc:  # a wrong or corrupt file can fail in several libraries
+            raise FastNSTError(f"{path} is not a {variant} weights file ({str(exc).splitlines()[0]}).") from exc
+        self.name = variant
+        self.iterations = iterations
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, prev_rgb: Frame, next_rgb: Frame) -> np.ndarray:
+        h, w = prev_rgb.shape[:2]
+        # RAFT wants [-1,1] inputs with sides that are multiples of 8 and at least 128 (its correlation
+        # pyramid halves the 1/8-scale features three times); pad by replication and crop back.
+        pad = (0, max(128, w + (-w) % 8) - w, 0, max(128, h + (-h) % 8) - h)
+        a, b = (torch.nn.functional.pad(to_tensor(x, self.device) * 2 - 1, pad, mode="replicate")
+                for x in (prev_rgb, next_rgb))
+        flow = self.net(a, b, num_flow_updates=self.iterations)[-1][0, :, :h, :w]
+        return flow.permute(1, 2, 0).float().cpu().numpy()
+
+
+def make_flow(method: str = "dis", *, weights: str | os.PathLike | None = None,
+              device: torch.device | str = "cpu") -> tuple[FlowFn, str]:
+    """A flow function for ``method`` in :data:`FLOW_METHODS` and a short description of it."""
+    if method == "dis":
+        return dis_flow, "DIS medium"
+    if method in ("raft_small", "raft_large"):
+        raft = RaftFlow(method, weights=weights, device=device)
+        return raft, method
+    raise FastNSTError(f"Unknown flow method {method!r}; use one of {', '.join(FLOW_METHODS)}.")
+
+
+# --------------------------------------------------------------------------------------------------
+# The figures, frame by frame
+# --------------------------------------------------------------------------------------------------
+
+
+def warp_error_map(frame_t: torch.Tensor, frame_next: torch.Tensor, flow_fw: torch.Tensor) -> torch.Tensor:
+    """Per-pixel ``(1/C) Σ_c (O_t − warp(O_{t+1}, flow))²`` → ``(B,1,H,W)``.
+
+    ``frame_t``/``frame_next`` ``(B,C,H,W)`` float in ``[0,1]``; ``flow_fw`` ``(B,2,H,W)`` maps t → t+1.
+    """
+    warped, _ = warp(frame_next.float(), flow_fw.float())
+    return (frame_t.float() - warped).pow(2).mean(1, keepdim=True)
+
+
+def warp_error(frame_t: torch.Tensor, frame_next: torch.Tensor, flow_fw: torch.Tensor,
+               mask: torch.Tensor) -> float | None:
+    """Masked mean of :func:`warp_error_map` (one pair's ``E_t``); ``None`` when the mask is empty."""
+    m = mask.float()
+    total = float(m.sum())
+    if total <= 0:
+        return None
+    return float((warp_error_map(frame_t, frame_next, flow_fw) * m).sum()) / total
+
+
+def pair_flow(prev_rgb: Frame, next_rgb: Frame, flow_fn: FlowFn = dis_flow, *,
+              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward flow ``(1,2,H,W)`` (prev → next) and its trust mask ``(1,1,H,W)`` from both directions."""
+    fw = flow_to_tensor(flow_fn(prev_rgb, next_rgb), device)
+    bw = flow_to_tensor(flow_fn(next_rgb, prev_rgb), device)
+    return fw, forward_backward_mask(fw, bw)
+
+
+def style_targets(vgg: torch.nn.Module, style: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Gram matrices ``{layer: (1,C,C)}`` of a ``(1,3,H,W)`` style image at :data:`STYLE_LAYERS`."""
+    with torch.no_grad():
+        feats = vgg(style)
+    return {k: gram_matrix(feats[k]) for k in STYLE_LAYERS}
+
+
+def frame_style_distance(features: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> float:
+    """Relative Gram distance of one image's VGG features to the style targets (0 = same statistics)."""
+    return float(style_distance({k: gram_matrix(features[k]) for k in targets}, targets))
+
+
+def content_distance(features: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor],
+                     layer: str = CONTENT_LAYER) -> float:
+    """``‖F(O) − F(I)‖_F / ‖F(I)‖_F`` at ``layer`` (0 = same features)."""
+    a, b = features[layer].float(), reference[layer].float()
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def image_distances(image: torch.Tensor, reference: torch.Tensor, style: torch.Tensor,
+                    vgg: torch.nn.Module) -> tuple[float, float]:
+    """``(style distance of image to style, content distance of image to reference)`` for ``(1,3,H,W)``."""
+    with torch.no_grad():
+        fi, fr = vgg(image), vgg(reference)
+    return frame_style_distance(fi, style_targets(vgg, style)), content_distance(fi, fr)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pictures
+# --------------------------------------------------------------------------------------------------
+
+
+def side_by_side_grid(inputs: Sequence[Frame], outputs: Sequence[Sequence[Frame]], *,
+                      frame_labels: Sequence[str] | None = None, row_labels: Sequence[str] = ()) -> np.ndarray:
+    """Input frames on the first row, each output's frames on the rows below (frames over time
+    left to right) → one ``(H,W,3)`` uint8 image."""
+    n = len(inputs)
+    names = ["input", *row_labels] + [f"output {i}" for i in range(len(row_labels), len(outputs))]
+    tiles: list[np.ndarray] = list(inputs)
+    labels = [f"{names[0]} {frame_labels[i]}" if frame_labels else names[0] for i in range(n)]
+    for r, row in enumerate(outputs):
+        if len(row) != n:
+            raise ValueError("every output row needs as many frames as the input row")
+        tiles += list(row)
+        labels += [f"{names[r + 1]} {frame_labels[i]}" if frame_labels else names[r + 1] for i in range(n)]
+    return contact_sheet(tiles, columns=n, labels=labels)
+
+
+def error_heatmap(rows: Sequence[tuple[str, torch.Tensor, torch.Tensor]], flow_fw: torch.Tensor,
+                  mask: torch.Tensor, *, vmax: float | None = None) -> np.ndarray:
+    """Temporal error of one pair as a picture, one row per ``(label, frame_t, frame_next)``.
+
+    Each row shows frame t | frame t+1 warped back to t | the per-pixel error map (inferno colour
+    map, one shared scale for all rows, untrusted pixels in flat grey). Frames are ``(1,3,H,W)``
+    float in ``[0,1]``; ``flow_fw`` ``(1,2,H,W)``; ``mask`` ``(1,1,H,W)``. A colour bar with the scale
+    is drawn below. Returns ``(H,W,3)`` uint8 RGB.
+    """
+    import cv2
+
+    from .images import to_uint8
+
+    keep = mask[0, 0].cpu().numpy() > 0.5
+    maps = [warp_error_map(ft, fn, flow_fw)[0, 0].cpu().numpy() for _, ft, fn in rows]
+    if vmax is None:
+        vals = np.concatenate([m[keep] for m in maps]) if keep.any() else np.concatenate([m.ravel() for m in maps])
+        vmax = float(np.percentile(vals, 99.5)) if vals.size else 1.0
+    vmax = max(vmax, 1e-6)
+    tiles, labels = [], []
+    for (label, ft, fn), emap in zip(rows, maps):
+        warped, _ = warp(fn.float(), flow_fw.float())
+        scaled = np.clip(emap / vmax * 255, 0, 255).astype(np.uint8)
+        heat = cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)[:, :, ::-1].copy()
+        heat[~keep] = 128
+        e = float(emap[keep].mean()) if keep.any() else float("nan")
+        tiles += [to_uint8(ft[0]), to_uint8(warped[0]), heat]
+        labels += [f"{label} t", f"{label} t+1 warped", f"{label} E={e:.3g}"]
+    sheet = contact_sheet(tiles, columns=3, labels=labels)
+    bar_w = sheet.shape[1] - 8
+    ramp = np.linspace(0, 255, bar_w).astype(np.uint8)[None, :].repeat(14, 0)
+    bar = np.full((40, sheet.shape[1], 3), 255, np.uint8)
+    bar[4:18, 4:4 + bar_w] = cv2.applyColorMap(ramp, cv2.COLORMAP_INFERNO)[:, :, ::-1]
+    for text, x in (("0", 4), (f"{vmax:.3g} (mean sq. RGB error)  grey = untrusted (occluded/boundary)", 40)):
+        cv2.putText(bar, text, (x, 34), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([sheet, bar])
+
+
+def read_training_log(path: str | os.PathLike) -> list[dict]:
+    """Rows of a training ``log.jsonl`` (a run folder is accepted too); malformed lines are skipped."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "log.jsonl"
+    if not path.is_file():
+        raise FastNSTError(f"Training log {path} does not exist.")
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a run killed mid-write leaves a partial last line
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    if not rows:
+        raise FastNSTError(f"{path} holds no training log rows (JSON lines with a 'step' field).")
+    return rows
+
+
+LOSS_FIELDS: tuple[str, ...] = ("total", "content", "style", "tv", "temporal", "images_per_s")
+
+
+def plot_loss_curves(logs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, *,
+                     labels: Sequence[str] | None = None) -> Path:
+    """Loss curves (one panel per term, log scale, one line per run) from training ``log.jsonl`` files
+    → PNG written atomically. Needs matplotlib (``pip install fastnst[plots]``)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise FastNSTError("Loss curves need matplotlib: pip install 'fastnst[plots]'.") from exc
+    paths = [logs] if isinstance(logs, (str, os.PathLike)) else list(logs)
+    runs = [read_training_log(p) for p in paths]
+    names = list(labels) if labels else [Path(p).parent.name if Path(p).is_file() else Path(p).name for p in paths]
+    present = [f for f in LOSS_FIELDS if any(isinstance(r.get(f), (int, float)) for run in runs for r in run)]
+    if not present:
+        raise FastNSTError("The training logs hold none of the fields " + ", ".join(LOSS_FIELDS) + ".")
+    cols = min(3, len(present))
+    nrows = -(-len(present) // cols)
+    # Figure + Agg canvas directly: no pyplot, so no global backend state is touched.
+    fig = Figure(figsize=(4.2 * cols, 3.0 * nrows), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, key in enumerate(present):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        for name, run in zip(names, runs):
+            pts = [(r["step"], r[key]) for r in run if isinstance(r.get(key), (int, float))]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, label=name, linewidth=1)
+        if key != "images_per_s" and all(v > 0 for line in ax.get_lines() for v in line.get_ydata()):
+            ax.set_yscale("log")
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(runs) > 1:
+            ax.legend(fontsize=7)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.part")
+    fig.savefig(tmp, format="png")
+    tmp.replace(output)
+    return output
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation loop
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_uint8(x: Frame | torch.Tensor) -> Frame:
+    """A stylizer's output as ``(H,W,3)`` uint8 RGB: quantised like the video a user would watch."""
+    if isinstance(x, torch.Tensor):
+        from .images import to_uint8
+
+        return to_uint8(x)
+    x = np.asarray(x)
+    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[2] != 3:
+        raise FastNSTError(f"A stylized frame must be (H,W,3) uint8 RGB, got {x.dtype} {x.shape}.")
+    return x
+
+
+def _fit(frame: Frame, size: tuple[int, int]) -> Frame:
+    import cv2
+
+    h, w = size
+    if frame.shape[:2] == (h, w):
+        return frame
+    shrink = frame.shape[0] * frame.shape[1] > h * w
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _strided(frames: Iterable[Frame], stride: int) -> Iterator[Frame]:
+    return islice(frames, 0, None, stride)
+
+
+class _Spread:
+    """Keeps about ``n`` frames spread evenly over a stream of unknown length (for the grid)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.step, self.items = max(1, n), 1, []
+
+    def offer(self, index: int, item: object) -> None:
+        if index % self.step == 0:
+            self.items.append((index, item))
+            if len(self.items) > 2 * self.n:
+                self.items = self.items[::2]
+                self.step *= 2
+
+    def pick(self) -> list:
+        if len(self.items) <= self.n:
+            return self.items
+        idx = np.linspace(0, len(self.items) - 1, self.n).round().astype(int)
+        return [self.items[i] for i in idx]
+
+
+@dataclass
+class _Acc:
+    errors: list[float] = field(default_factory=list)
+    style: list[float] = field(default_factory=list)
+    content: list[float] = field(default_factory=list)
+    worst: tuple | None = None  # (E, prev_in, in, prev_out, out, flow, mask) on CPU, for the heat map
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return float(np.mean(xs)) if xs else None
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "output"
+
+
+def _load_vgg(weights: str | os.PathLike | None, device: torch.device) -> torch.nn.Module:
+    """The real VGG19 with :data:`EVAL_TAPS` (explicit file, else the cache, else torchvision's download)."""
+    from .vgg import load_vgg19
+
+    return load_vgg19(EVAL_TAPS, weights=weights, device=device)
+
+
+def evaluate_frames(
+    input_frames: Iterable[Frame],
+    outputs: Mapping[str, Iterable[Frame] | FrameStylizer] | None = None,
+    *,
+    style_image: str | os.PathLike | Frame | None,
+    device: torch.device | str | None = None,
+    vgg: torch.nn.Module | None = None,
+    vgg_weights: str | os.PathLike | None = None,
+    flow: str = "dis",
+    raft_weights: str | os.PathLike | None = None,
+    max_frames: int | None = None,
+    stride: int = 1,
+    vgg_every: int = 5,
+    style_size: int | None = None,
+    min_trusted: float = 0.1,
+    pictures: str | os.PathLike | None = None,
+    grid_frames: int = 4,
+    input_name: str = "input",
+    output_names: Mapping[str, str] | None = None,
+    progress: bool = False,
+) -> dict[str, EvalReport]:
+    """Evaluate stylized outputs of one input frame stream in a single pass (flows computed once).
+
+    Args:
+        input_frames: ``(H,W,3)`` uint8 RGB input frames, in order.
+        outputs: ``{name: source}``; a source is an iterable of stylized frames aligned with the input
+            frames (before striding) or a callable ``frame → stylized frame`` (uint8 HWC, or a
+            ``(1,3,H,W)`` float tensor in ``[0,1]``), run on the kept input frames. Empty/None: floor only.
+        style_image: path or ``(H,W,3)`` uint8 RGB array (may be None when ``vgg_every=0``).
+        vgg: a feature extractor returning :data:`EVAL_TAPS` (tests pass a random ``VGG19Features``);
+            ``None`` loads the real VGG19 (``vgg_weights`` or the cache).
+        flow: ``"dis"`` or ``"raft_small"``/``"raft_large"`` (needs ``raft_weights`` or torchvision's
+            file in the torch hub cache).
+        max_frames: frames kept (after striding); stride ``k`` keeps every k-th frame, so pairs are
+            ``(t, t+k)``.
+        vgg_every: VGG distances on every n-th kept frame; 0 skips them (E_warp only, no VGG needed).
+        style_size: longer side of the style image for its Grams; default the frames' longer side.
+        min_trusted: pairs with a smaller share of trusted pixels are skipped as shot cuts.
+        pictures: folder for ``grid.png`` / ``heatmap.png`` (prefixed by the output name when there
+            are several outputs).
+
+    Figures are computed at the resolution of the first output's frames; input frames (and other
+    outputs) of another size are resized to it. Returns ``{name: EvalReport}``; with no outputs,
+    ``{"input": report}`` holding the floor only.
+    """
+    t0 = time.perf_counter()
+    if stride < 1 or vgg_every < 0:
+        raise FastNSTError("stride must be at least 1 and vgg_every at least 0.")
+    if max_frames is not None and max_frames < 2:
+        raise FastNSTError("max_frames must be at least 2 (E_warp needs a pair of frames).")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    outputs = dict(outputs or {})
+    labels = {n: (output_names or {}).get(n, n) for n in outputs}
+    flow_fn, flow_desc = make_flow(flow, weights=raft_weights, device=dev)
+    if not vgg_every:
+        vgg, vgg_desc = None, "none"
+    elif vgg is None:
+        vgg = _load_vgg(vgg_weights, dev)
+        vgg_desc = f"VGG19 {getattr(vgg, 'preprocessing', '')}".strip()
+    else:
+        vgg = vgg.to(dev)
+        vgg_desc = "caller-supplied network"
+    if style_image is None and vgg is not None:
+        raise FastNSTError("The style distance needs a style image.")
+    is_path = isinstance(style_image, (str, os.PathLike))
+    style_rgb = read_image(style_image) if is_path else style_image
+    style_desc = str(style_image) if is_path else ("array" if style_image is not None else "none")
+
+    callables = {n: s for n, s in outputs.items() if callable(s)}
+    streams = {n: _strided(iter(s), stride) for n, s in outputs.items() if n not in callables}
+    accs = {n: _Acc() for n in outputs}
+    floor = _Acc()
+    notes: list[str] = []
+    mask_fracs: list[float] = []
+    skipped: list[int] = []
+    spread = _Spread(grid_frames)
+    size: tuple[int, int] | None = None
+    targets: dict[str, torch.Tensor] | None = None
+    prev: tuple[Frame, torch.Tensor, dict[str, torch.Tensor]] | None = None
+    n_frames = n_vgg = 0
+    limited = False
+
+    frames_in = _strided(input_frames, stride)
+    if max_frames is not None:
+        frames_in = islice(frames_in, max_frames)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max_frames, unit="frame", desc="eval", leave=False)
+    try:
+        for k, frame in enumerate(frames_in):
+            outs: dict[str, Frame] = {}
+            for n in outputs:
+                o = _as_uint8(callables[n](frame)) if n in callables else next(streams[n], None)
+                if o is None:
+                    notes.append(f"{labels[n]} ended after {k} frames; evaluated {k} frames of the input.")
+                    limited = True
+                    break
+                outs[n] = _as_uint8(o)
+            if limited:
+                break
+            if size is None:
+                size = next(iter(outs.values())).shape[:2] if outs else frame.shape[:2]
+                if frame.shape[:2] != size:
+                    notes.append(f"input frames ({frame.shape[1]}x{frame.shape[0]}) resized to the stylized "
+                                 f"frames' {size[1]}x{size[0]} for flow and distances.")
+            for n, o in outs.items():
+                if o.shape[:2] != size:
+                    msg = f"{labels[n]} frames ({o.shape[1]}x{o.shape[0]}) resized to {size[1]}x{size[0]}."
+                    if msg not in notes:
+                        notes.append(msg)
+                    outs[n] = _fit(o, size)
+            frame = _fit(np.ascontiguousarray(frame), size)
+            x = to_tensor(frame, dev)
+            ys = {n: to_tensor(o, dev) for n, o in outs.items()}
+
+            if prev is not None:
+                fw, mask = pair_flow(prev[0], frame, flow_fn, device=dev)
+                frac = float(mask.mean())
+                e_in = warp_error(prev[1], x, fw, mask)
+                if e_in is None or frac < min_trusted:
+                    skipped.append((k - 1) * stride)
+                else:
+                    mask_fracs.append(frac)
+                    floor.errors.append(e_in)
+                    if not outputs and pictures is not None and (floor.worst is None or e_in > floor.worst[0]):
+                        floor.worst = (e_in, prev[1].cpu(), x.cpu(), None, None, fw.cpu(), mask.cpu())
+                    for n, y in ys.items():
+                        e = warp_error(prev[2][n], y, fw, mask)
+                        assert e is not None  # same mask as the floor's
+                        acc = accs[n]
+                        acc.errors.append(e)
+                        if pictures is not None and (acc.worst is None or e > acc.worst[0]):
+                            acc.worst = (e, prev[1].cpu(), x.cpu(), prev[2][n].cpu(), y.cpu(), fw.cpu(), mask.cpu())
+
+            if vgg is not None and k % vgg_every == 0:
+                with torch.no_grad():
+                    fx = vgg(x)
+                    if targets is None:
+                        missing = [t for t in EVAL_TAPS if t not in fx]
+                        if missing:
+                            raise FastNSTError(f"The feature network lacks the layers {missing} needed for distances.")
+                        s = to_tensor(style_rgb, dev)
+                        targets = style_targets(vgg, resize_to(s, style_size or max(size)))
+                    floor.style.append(frame_style_distance(fx, targets))
+                    for n, y in ys.items():
+                        fy = vgg(y)
+                        accs[n].style.append(frame_style_distance(fy, targets))
+                        accs[n].content.append(content_distance(fy, fx))
+                n_vgg += 1
+            if pictures is not None:
+                spread.offer(k, (frame, outs))
+            prev = (frame, x, ys)
+            n_frames += 1
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if n_frames < 2:
+        raise FastNSTError(f"Need at least 2 frames to measure temporal consistency, got {n_frames}.")
+    if not limited and (max_frames is None or n_frames < max_frames):
+        for n, st in streams.items():
+            if next(st, None) is not None:
+                notes.append(f"{labels[n]} has more frames than the input; extra frames ignored.")
+    if skipped:
+        notes.append(f"{len(skipped)} pair(s) with < {min_trusted:.0%} trusted pixels skipped as shot cuts "
+                     f"(after frames {', '.join(map(str, skipped))}).")
+
+    assert size is not None
+    common = {
+        "input_video": input_name, "style_image": style_desc, "frames": n_frames, "pairs": len(floor.errors),
+        "size": tuple(size), "stride": stride, "flow": flow_desc, "e_warp_input": _mean(floor.errors),
+        "style_distance_input": _mean(floor.style), "vgg_frames": n_vgg, "vgg": vgg_desc,
+        "mask_fraction": _mean(mask_fracs), "skipped_pairs": skipped, "device": str(dev),
+    }
+    pics_dir = Path(pictures) if pictures is not None else None
+    reports: dict[str, EvalReport] = {}
+    names = list(outputs) or ["input"]
+    for n in names:
+        acc = accs.get(n)
+        pics: dict[str, str] = {}
+        if pics_dir is not None:
+            prefix = "" if len(names) == 1 else f"{_safe_name(n)}_"
+            chosen = spread.pick()
+            tags = [f"#{i * stride}" for i, _ in chosen]
+            ins = [f for _, (f, _) in chosen]
+            rows = [[o[n] for _, (_, o) in chosen]] if acc is not None else []
+            grid = side_by_side_grid(ins, rows, frame_labels=tags, row_labels=[n])
+            pics["grid"] = str(write_image(pics_dir / f"{prefix}grid.png", grid))
+            worst = acc.worst if acc is not None else floor.worst
+            if worst is not None:
+                _, pin, xin, pout, yout, fw, mask = worst
+                heat_rows = [("input", pin, xin)] if pout is None else [(n, pout, yout), ("input", pin, xin)]
+                pics["heatmap"] = str(write_image(pics_dir / f"{prefix}heatmap.png", error_heatmap(heat_rows, fw, mask)))
+        reports[n] = EvalReport(
+            name=labels.get(n, n), stylized=labels[n] if acc is not None else None,
+            e_warp=_mean(acc.errors) if acc else None, style_distance=_mean(acc.style) if acc else None,
+            content_distance=_mean(acc.content) if acc else None, seconds=0.0, notes=list(notes), pictures=pics,
+            **common,
+        )
+        if pics.get("heatmap"):
+            reports[n].notes.append("heat map: the pair with the highest stylized E_warp.")
+    elapsed = time.perf_counter() - t0
+    for r in reports.values():
+        r.seconds = elapsed
+    return reports
+
+
+# --------------------------------------------------------------------------------------------------
+# Videos and style models
+# --------------------------------------------------------------------------------------------------
+
+
+def model_stylizer(style_model: str | os.PathLike, *, device: torch.device | str = "cpu") -> FrameStylizer:
+    """A frame → stylized frame function for a style model (name or ``.safetensors`` path)."""
+    from .pipeline import Stylizer
+
+    return Stylizer(style_model, device=device)
+
+
+def evaluate_outputs(
+    input_video: str | os.PathLike,
+    outputs: Mapping[str, str | os.PathLike | FrameStylizer],
+    *,
+    style_image: str | os.PathLike,
+    device: torch.device | str | None = None,
+    max_size: int | None = None,
+    start: float | None = None,
+    **kwargs,
+) -> dict[str, EvalReport]:
+    """Evaluate several stylized versions of one input video in one pass; each output is a stylized
+    video file (same frame rate and frame count as the input) or a frame stylizer callable.
+    ``kwargs`` go to :func:`evaluate_frames`."""
+    from .video import read_frames
+
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    sources: dict[str, Iterable[Frame] | FrameStylizer] = {}
+    readers = [read_frames(input_video, start=start, max_size=max_size)]
+    try:
+        for name, src in outputs.items():
+            if callable(src):
+                sources[name] = src
+            else:
+                readers.append(read_frames(src, start=start, max_size=max_size))
+                sources[name] = readers[-1]
+        return evaluate_frames(readers[0], sources, style_image=style_image, device=dev,
+                               input_name=str(input_video), **kwargs)
+    finally:
+        for r in readers:  # close the containers of streams left unfinished (max_frames)
+            r.close()
+
+
+def evaluate_video(
+    input_video: str | os.PathLike,
+    stylized_video: str | os.PathLike | None = None,
+    *,
+    style_image: str | os.PathLike,
+    style_model: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+    **kwargs,
+) -> EvalReport:
+    """E_warp (with the input's floor), style and content distance of a stylized video.
+
+    Give ``stylized_video`` (a file) or ``style_model`` (a style name or ``.safetensors``: its frames
+    are stylized on the fly, no file written), or neither for the floor only. Other keyword
+    arguments (``max_frames``, ``stride``, ``max_size``, ``start``, ``flow``, ``vgg``, ``pictures``,
+    …) as in :func:`evaluate_outputs` / :func:`evaluate_frames`.
+    """
+    if stylized_video is not None and style_model is not None:
+        raise FastNSTError("Give either a stylized video or a style model, not both.")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    outputs: dict[str, str | os.PathLike | FrameStylizer] = {}
+    names: dict[str, str] = {}
+    if stylized_video is not None:
+        outputs["stylized"], names["stylized"] = stylized_video, str(stylized_video)
+    elif style_model is not None:
+        outputs["stylized"] = model_stylizer(style_model, device=dev)
+        names["stylized"] = f"{style_model} (stylized on the fly)"
+    reports = evaluate_outputs(input_video, outputs, style_image=style_image, device=dev, output_names=names,
+                               **kwargs)
+    return next(iter(reports.values()))
+
+
+__all__ = [
+    "CONTENT_LAYER",
+    "EVAL_TAPS",
+    "FLOW_METHODS",
+    "STYLE_LAYERS",
+    "EvalReport",
+    "RaftFlow",
+    "content_distance",
+    "error_heatmap",
+    "evaluate_frames",
+    "evaluate_outputs",
+    "evaluate_video",
+    "format_report",
+    "frame_style_distance",
+    "image_distances",
+    "make_flow",
+    "model_stylizer",
+    "pair_flow",
+    "plot_loss_curves",
+    "read_training_log",
+    "save_report",
+    "side_by_side_grid",
+    "style_targets",
+    "warp_error",
+    "warp_error_map",
+]

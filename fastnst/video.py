@@ -1,0 +1,623 @@
+"""Video file edges (PyAV): probing, decoding to ``(H,W,3)`` uint8 RGB, encoding, audio remux.
+
+Frames leave this module upright (the container's display rotation is applied to the pixels, so
+outputs carry no rotation metadata) and, when asked, downscaled during the colour conversion
+(one swscale pass). Timestamps travel with the frames as ``pts`` in the input stream's
+``time_base``; :class:`VideoWriter` encodes them unchanged, so variable frame rate survives.
+
+Audio is remuxed packet by packet (the bytes are not touched); a codec the output container cannot
+hold is transcoded to AAC instead, and :attr:`VideoWriter.notes` says so. Outputs are written under
+a temporary name in the destination folder (``.name.part.mp4``) and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import math
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FastNSTError
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts",
+                  ".m2ts", ".mts", ".3gp", ".ogv", ".gif", ".y4m")
+DEFAULT_FPS = Fraction(25)
+
+# Codecs whose rate control takes the x264-style ``crf``/``preset`` options.
+_CRF_CODECS = ("libx264", "libx265", "libx264rgb")
+
+
+@dataclass
+class VideoInfo:
+    """What a video file holds, from its headers and its first decoded frame.
+
+    ``width``/``height`` are the displayed size (after rotation); ``coded_width``/``coded_height``
+    what the decoder produces. ``frames`` is an estimate when the container stores no count
+    (duration × frame rate). ``rotation`` is the counter-clockwise display angle in degrees.
+    """
+
+    path: Path
+    width: int
+    height: int
+    coded_width: int
+    coded_height: int
+    fps: Fraction
+    frames: int
+    duration: float | None
+    rotation: int
+    codec: str
+    time_base: Fraction
+    has_audio: bool
+    audio_codec: str | None
+    audio_streams: int = 0
+    container: str = ""
+
+
+@dataclass
+class DecodedFrame:
+    """One decoded frame: ``image`` is ``(H,W,3)`` uint8 RGB (upright, resized); ``pts`` is in
+    ``time_base`` units of the input stream (never None: missing stamps are synthesised);
+    ``time`` in seconds."""
+
+    image: np.ndarray
+    pts: int
+    time: float
+
+
+@dataclass
+class VideoSize:
+    """Planned decode geometry: coded (pre-rotation) target size and the quarter turns to apply."""
+
+    width: int
+    height: int
+    quarter_turns: int
+
+    @property
+    def display(self) -> tuple[int, int]:
+        """(width, height) of the upright frames."""
+        return (self.height, self.width) if self.quarter_turns % 2 else (self.width, self.height)
+
+
+# --------------------------------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise FastNSTError(f"Video {path} does not exist.")
+    if not path.is_file():
+        raise FastNSTError(f"{path} is not a file.")
+    if path.stat().st_size == 0:
+        raise FastNSTError(f"Video {path} is empty (0 bytes).")
+
+
+def open_input(path: str | os.PathLike):
+    """Open a video file for demuxing; unreadable files raise :class:`FastNSTError`.
+
+    Returns ``(container, video_stream)``; the caller closes the container.
+    """
+    import av
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise FastNSTError(f"Cannot read {path} as a video (corrupt, truncated or unsupported file: {exc}).") from exc
+    if not container.streams.video:
+        container.close()
+        raise FastNSTError(f"{path} has no video stream.")
+    stream = container.streams.video[0]
+    # Must be set before the codec opens (first decode); frame+slice threading is several times faster.
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
+def stream_fps(stream) -> Fraction:
+    """Nominal frame rate of a video stream (average, else guessed, else 25)."""
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and 0 < rate < 1000:
+            return Fraction(rate)
+    return DEFAULT_FPS
+
+
+def _stream_duration(container, stream) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / 1_000_000
+    return None
+
+
+def _quarter_turns(rotation: float | None) -> int:
+    """Counter-clockwise display angle → number of np.rot90 quarter turns (0..3)."""
+    return round((rotation or 0) / 90.0) % 4
+
+
+def plan_size(coded_width: int, coded_height: int, rotation: int, max_size: int | None) -> VideoSize:
+    """Decode geometry: downscale (never up) so the longer side is at most ``max_size``."""
+    w, h = coded_width, coded_height
+    if max_size and max(w, h) > max_size:
+        s = max_size / max(w, h)
+        w, h = max(2, round(w * s)), max(2, round(h * s))
+    return VideoSize(w, h, _quarter_turns(rotation))
+
+
+def frame_to_rgb(frame, size: VideoSize) -> np.ndarray:
+    """A decoded ``av.VideoFrame`` → ``(H,W,3)`` uint8 RGB, resized and turned upright."""
+    if (frame.width, frame.height) != (size.width, size.height):
+        img = frame.to_ndarray(format="rgb24", width=size.width, height=size.height, interpolation="AREA")
+    else:
+        img = frame.to_ndarray(format="rgb24")
+    if size.quarter_turns:
+        img = np.ascontiguousarray(np.rot90(img, size.quarter_turns))
+    return img
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Read a video's headers and decode its first frame (for the size and the rotation)."""
+    import av
+
+    path = Path(path)
+    container, stream = open_input(path)
+    with container:
+        first = None
+        try:
+            for first in container.decode(stream):
+                break
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise FastNSTError(f"Cannot decode {path}: corrupt or truncated video ({exc}).") from exc
+        if first is None:
+            raise FastNSTError(f"{path} contains no decodable video frames.")
+        rotation = round(getattr(first, "rotation", 0) or 0)
+        cw, ch = first.width, first.height
+        size = plan_size(cw, ch, rotation, None)
+        w, h = size.display
+        fps = stream_fps(stream)
+        duration = _stream_duration(container, stream)
+        frames = int(stream.frames or 0)
+        if frames <= 0 and duration:
+            frames = round(duration * fps)
+        audio = list(container.streams.audio)
+        return VideoInfo(
+            path=path, width=w, height=h, coded_width=cw, coded_height=ch, fps=fps, frames=frames,
+            duration=duration, rotation=rotation, codec=stream.codec_context.name,
+            time_base=Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000),
+            has_audio=bool(audio), audio_codec=audio[0].codec_context.name if audio else None,
+            audio_streams=len(audio), container=container.format.name,
+        )
+
+
+def _seek(container, start: float | None) -> None:
+    if start and start > 0:
+        import av
+
+        # Seek to the key frame at or before ``start``; frames before it are decoded and dropped.
+        container.seek(int(start * av.time_base), backward=True, any_frame=False)
+
+
+class _PtsReorder:
+    """Gives decoded frames (which leave the decoder in display order) increasing timestamps.
+
+    Frame pts are normally increasing already; but AVI stores no pts, so with B-frames the decoded
+    stamps come out shuffled within the reorder depth (1, 4, 3, 5, 2, …). Holding ``depth`` frames
+    and handing out the smallest stamp seen so far restores the order exactly for any shuffle no
+    deeper than ``depth``, and is a no-op for well-behaved streams (variable frame rate included).
+    """
+
+    def __init__(self, step: int, first: int, depth: int = 8) -> None:
+        self.step, self.first, self.depth = step, first, depth
+        self.frames: deque = deque()
+        self.heap: list[int] = []
+        self.top: int | None = None  # largest stamp seen
+        self.last: int | None = None  # last stamp handed out
+
+    def push(self, frame) -> Iterator[tuple[object, int]]:
+        pts = frame.pts if frame.pts is not None else frame.dts
+        if pts is None:  # no stamp at all: one frame period after the latest
+            pts = self.first if self.top is None else self.top + self.step
+        self.top = pts if self.top is None else max(self.top, pts)
+        heapq.heappush(self.heap, pts)
+        self.frames.append(frame)
+        while len(self.frames) > self.depth:
+            yield self._pop()
+
+    def flush(self) -> Iterator[tuple[object, int]]:
+        while self.frames:
+            yield self._pop()
+
+    def _pop(self) -> tuple[object, int]:
+        pts = heapq.heappop(self.heap)
+        if self.last is not None and pts <= self.last:  # duplicates: nudge one tick
+            pts = self.last + 1
+        self.last = pts
+        return self.frames.popleft(), pts
+
+
+def iter_decoded(
+    container,
+    stream,
+    *,
+    start: float | None = None,
+    duration: float | None = None,
+    max_size: int | None = None,
+    audio_streams: Sequence = (),
+    path: str | os.PathLike = "input",
+) -> Iterator[DecodedFrame | object]:
+    """Demux and decode: yields :class:`DecodedFrame` for video and raw ``av.Packet`` objects for the
+    given audio streams, in demux order, restricted to ``[start, start + duration)``.
+
+    The ``pts`` sequence is strictly increasing (see :class:`_PtsReorder`; missing stamps become the
+    previous one plus a frame period). PyAV's demux ends with an empty packet per stream, whose
+    decode flushes the frames the decoder held back.
+    """
+    import av
+
+    if start is not None and start < 0:
+        raise FastNSTError("--start must be zero or positive.")
+    if duration is not None and duration <= 0:
+        raise FastNSTError("--duration must be positive.")
+    tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
+    fps = stream_fps(stream)
+    t_start = float(start or 0.0)
+    t_end = t_start + duration if duration is not None else math.inf
+    _seek(container, start)
+    reorder = _PtsReorder(step=max(1, round(1 / (fps * tb))), first=round(Fraction(t_start) / tb))
+    size: VideoSize | None = None
+    n = 0
+    video_done = False
+    audio_ids = {s.index for s in audio_streams}
+
+    def emit(ready: Iterator[tuple[object, int]]) -> Iterator[DecodedFrame]:
+        nonlocal size, n, video_done
+        for frame, pts in ready:
+            t = float(pts * tb)
+            if t < t_start - 1e-6 or video_done:
+                continue
+            if t >= t_end:
+                video_done = True
+                continue
+            if size is None:
+                size = plan_size(frame.width, frame.height, getattr(frame, "rotation", 0), max_size)
+            n += 1
+            yield DecodedFrame(frame_to_rgb(frame, size), int(pts), t)
+
+    try:
+        for packet in container.demux(stream, *audio_streams):
+            if packet.stream.index in audio_ids:
+                if packet.size == 0 or packet.pts is None:
+                    continue
+                t = float(packet.pts * packet.time_base)
+                if t < t_start - 1e-6 or t >= t_end:
+                    if video_done and t >= t_end:
+                        break
+                    continue
+                yield packet
+                continue
+            if video_done:
+                if not audio_ids:
+                    break
+                continue
+            for frame in packet.decode():
+                yield from emit(reorder.push(frame))
+        yield from emit(reorder.flush())
+    except av.error.FFmpegError as exc:
+        raise FastNSTError(f"Decoding {path} failed after {n} frames: corrupt or truncated video ({exc}).") from exc
+    if n == 0:
+        where = f" after {t_start:g} s" if t_start else ""
+        raise FastNSTError(f"{path} contains no decodable video frames{where}.")
+
+
+def read_frames(
+    path: str | os.PathLike,
+    *,
+    start: float | None = None,
+    duration: float | None = None,
+    max_size: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Decode a video file lazily: yields ``(H,W,3)`` uint8 RGB frames, upright (rotation applied),
+    downscaled so the longer side is at most ``max_size``, from ``start`` seconds for ``duration``
+    seconds. Raises :class:`FastNSTError` for missing, empty, corrupt or truncated files.
+
+    The file is opened on the first ``next()`` and closed when the iterator finishes or is closed.
+    """
+    container, stream = open_input(path)  # fail early, before the first next()
+
+    def gen() -> Iterator[np.ndarray]:
+        with container:
+            for item in iter_decoded(container, stream, start=start, duration=duration, max_size=max_size,
+                                     path=path):
+                yield item.image  # type: ignore[union-attr]
+
+    return gen()
+
+
+# --------------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------------
+
+
+def temp_path(path: Path) -> Path:
+    """Hidden temporary name next to ``path`` with the same extension (the muxer is chosen by it)."""
+    return path.with_name(f".{path.stem}.part{path.suffix}")
+
+
+def even_pad(img: np.ndarray) -> np.ndarray:
+    """Pad ``(H,W,3)`` to even H and W by repeating the last row/column (yuv420p needs even sizes)."""
+    h, w = img.shape[:2]
+    ph, pw = h % 2, w % 2
+    if ph or pw:
+        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    return img
+
+
+@dataclass
+class _AudioRoute:
+    out: object
+    transcode: bool
+    in_stream: object
+    offset: int = 0  # ticks (input time_base) subtracted from timestamps, for segments
+    last_dts: int | None = None
+    packets: int = 0
+
+
+@dataclass
+class VideoWriter:
+    """Encode ``(H,W,3)`` uint8 RGB frames to a video file, remuxing audio from an input container.
+
+    ``time_base`` is the unit of the ``pts`` passed to :meth:`write` (the input stream's, so
+    timestamps and variable frame rate are kept); ``fps`` is the nominal rate for the encoder's rate
+    control. Frames with odd sizes are padded to even by edge repetition. Use as a context manager:
+    leaving it normally finalises and renames; leaving it by an exception deletes the temporary file.
+    """
+
+    path: Path
+    width: int
+    height: int
+    fps: Fraction = DEFAULT_FPS
+    time_base: Fraction | None = None
+    codec: str = "libx264"
+    crf: int | None = 18
+    preset: str | None = "medium"
+    pix_fmt: str = "yuv420p"
+    options: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        import av
+
+        self.path = Path(self.path)
+        if not self.path.suffix:
+            raise FastNSTError(f"Output {self.path} needs an extension (.mp4, .mkv, .avi, …) to pick a container.")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FastNSTError(f"Cannot create the folder {self.path.parent} ({exc}).") from exc
+        self.tmp = temp_path(self.path)
+        self.fps = Fraction(self.fps).limit_denominator(1_000_000) if self.fps else DEFAULT_FPS
+        self.time_base = Fraction(self.time_base) if self.time_base else 1 / self.fps
+        try:
+            self.container = av.open(str(self.tmp), mode="w")
+        except (av.error.FFmpegError, ValueError, OSError) as exc:
+            raise FastNSTError(f"Cannot write {self.path} ({exc}).") from exc
+        self._audio: dict[int, _AudioRoute] = {}
+        self._last_pts: int | None = None
+        self.frames = 0
+        self._state = "open"
+        try:
+            self._open_video()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _open_video(self) -> None:
+        import av
+
+        w, h = self.width + self.width % 2, self.height + self.height % 2
+        options = dict(self.options)
+        if self.codec in _CRF_CODECS:
+            if self.container.format.name == "avi":
+                options.setdefault("bf", "0")  # AVI has no pts: B-frames would read back out of order
+            if self.crf is not None:
+                options.setdefault("crf", str(self.crf))
+            if self.preset:
+                options.setdefault("preset", self.preset)
+        try:
+            vs = self.container.add_stream(self.codec, rate=self.fps, options=options)
+        except (av.error.FFmpegError, ValueError, TypeError) as exc:
+            raise FastNSTError(f"Unknown or unavailable video codec {self.codec!r} ({exc}).") from exc
+        if vs.type != "video":
+            raise FastNSTError(f"{self.codec!r} is not a video codec.")
+        vs.width, vs.height, vs.pix_fmt = w, h, self.pix_fmt
+        # AVI stores no timestamps (one chunk per tick): encode at 1/fps and renumber the frames.
+        self._out_time_base = 1 / self.fps if self.container.format.name == "avi" else self.time_base
+        vs.codec_context.time_base = self._out_time_base
+        vs.time_base = self._out_time_base
+        self.stream = vs
+
+    # -- audio ------------------------------------------------------------------------------------
+
+    def add_audio(self, in_stream, *, start: float | None = None) -> str:
+        """Route an input audio stream to the output: packet copy when the container can hold the
+        codec, else AAC transcode. ``start`` (s) shifts timestamps for segments. Returns "copy" or
+        "aac"."""
+        import av
+
+        name = in_stream.codec_context.name
+        supported = self.container.supported_codecs
+        offset = round(Fraction(start or 0) / Fraction(in_stream.time_base)) if start else 0
+        if name in supported:
+            try:
+                out = self.container.add_stream_from_template(in_stream)
+                self._audio[in_stream.index] = _AudioRoute(out, False, in_stream, offset)
+                return "copy"
+            except (av.error.FFmpegError, ValueError):
+                pass
+        rate = in_stream.codec_context.sample_rate or 48000
+        out = self.container.add_stream("aac", rate=rate)
+        # By channel count: sources often carry an unordered layout ("1 channels") that AAC refuses.
+        channels = in_stream.codec_context.channels or 2
+        out.codec_context.layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(channels, "stereo")
+        self._audio[in_stream.index] = _AudioRoute(out, True, in_stream, offset)
+        self.notes.append(f"audio stream {in_stream.index} ({name}) cannot go into {self.path.suffix}; "
+                          "transcoded to AAC")
+        return "aac"
+
+    def mux_audio(self, packet) -> None:
+        """Write one demuxed audio packet (timestamps shifted for segments, DTS kept increasing)."""
+        route = self._audio.get(packet.stream.index)
+        if route is None or packet.size == 0:
+            return
+        if route.transcode:
+            self._transcode(route, packet)
+            return
+        if route.offset:
+            if packet.pts is not None:
+                packet.pts -= route.offset
+            if packet.dts is not None:
+                packet.dts -= route.offset
+        # MP4 rejects non-increasing DTS; duplicate stamps in source AAC are common: nudge one tick.
+        if packet.dts is not None:
+            if route.last_dts is not None and packet.dts <= route.last_dts:
+                packet.dts = route.last_dts + 1
+                if packet.pts is not None and packet.pts < packet.dts:
+                    packet.pts = packet.dts
+            route.last_dts = packet.dts
+        packet.stream = route.out
+        self.container.mux(packet)
+        route.packets += 1
+
+    def _transcode(self, route: _AudioRoute, packet) -> None:
+        for frame in route.in_stream.codec_context.decode(packet):
+            self._encode_audio(route, frame)
+
+    def _encode_audio(self, route: _AudioRoute, frame) -> None:
+        if frame is not None and frame.pts is not None and route.offset:
+            frame.pts -= route.offset
+        for out_packet in route.out.encode(frame):
+            self.container.mux(out_packet)
+            route.packets += 1
+
+    @property
+    def audio_packets(self) -> int:
+        return sum(r.packets for r in self._audio.values())
+
+    # -- video ------------------------------------------------------------------------------------
+
+    def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
+        """Encode one ``(H,W,3)`` uint8 RGB frame at ``pts`` (``time_base`` units; None → next
+        frame at the nominal rate)."""
+        import av
+
+        tb = self._out_time_base
+        if pts is None:
+            pts = 0 if self._last_pts is None else self._last_pts + max(1, round(1 / (self.fps * tb)))
+        elif tb != self.time_base:
+            pts = round(pts * self.time_base / tb)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        frame = av.VideoFrame.from_ndarray(even_pad(rgb), format="rgb24")
+        frame.pts = int(pts)
+        frame.time_base = tb
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+
+    # -- finishing --------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Flush the encoders and close the container (the file keeps its temporary name)."""
+        if self._state != "open":
+            return
+        try:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            for route in self._audio.values():
+                if route.transcode:
+                    for frame in route.in_stream.codec_context.decode(None):
+                        self._encode_audio(route, frame)
+                    self._encode_audio(route, None)
+            self.container.close()
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "finished"
+
+    def commit(self) -> Path:
+        """Move the finished file to its final name (atomic within one filesystem)."""
+        self.finish()
+        if self._state == "finished":
+            os.replace(self.tmp, self.path)
+            self._state = "committed"
+        return self.path
+
+    def close(self) -> Path:
+        """:meth:`finish` then :meth:`commit`."""
+        return self.commit()
+
+    def abort(self) -> None:
+        """Close and delete the temporary file; the final name is never touched."""
+        if self._state == "committed":
+            return
+        if self._state == "open":
+            with contextlib.suppress(Exception):  # best effort: the file is deleted anyway
+                self.container.close()
+        self._state = "aborted"
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray] | Iterator[np.ndarray], *,
+                fps: float | Fraction = DEFAULT_FPS, codec: str = "libx264", crf: int | None = 18,
+                preset: str | None = "medium") -> Path:
+    """Encode ``(H,W,3)`` uint8 RGB frames at a constant rate (convenience for scripts and tests)."""
+    writer: VideoWriter | None = None
+    try:
+        for img in frames:
+            if writer is None:
+                writer = VideoWriter(Path(path), img.shape[1], img.shape[0], fps=Fraction(fps).limit_denominator(100000),
+                                     codec=codec, crf=crf, preset=preset)
+            writer.write(img)
+        if writer is None:
+            raise FastNSTError("write_video got no frames.")
+        return writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "DecodedFrame",
+    "VideoInfo",
+    "VideoSize",
+    "VideoWriter",
+    "even_pad",
+    "frame_to_rgb",
+    "iter_decoded",
+    "open_input",
+    "plan_size",
+    "probe",
+    "read_frames",
+    "stream_fps",
+    "temp_path",
+    "write_video",
+]

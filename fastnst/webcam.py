@@ -1,0 +1,335 @@
+"""Live style transfer: an OpenCV capture thread that keeps only the newest frame, a display loop
+with an FPS overlay and keys, optional recording.
+
+The source is a camera index, a video file or a stream URL (so it runs without a camera). Cameras
+buffer several frames (V4L2): reading them in a thread and dropping all but the newest keeps the
+latency at one frame whatever the network's speed. File sources are paced at their frame rate, like
+a camera, unless ``realtime=False`` (then every frame is shown).
+
+Keys: ``q``/Esc quit, ``s`` snapshot, space toggles side-by-side, ``n``/``p`` next/previous style,
+``1``-``9`` pick a style.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FastNSTError
+
+WINDOW = "fastnst"
+KEY_ESC = 27
+_MS = Fraction(1, 1000)  # recording time base: wall-clock milliseconds (variable frame rate)
+
+
+@dataclass
+class WebcamResult:
+    """Outcome of :func:`run_webcam`: frames stylized, wall time, mean fps, files written."""
+
+    frames: int
+    seconds: float
+    fps: float
+    snapshots: list[Path] = field(default_factory=list)
+    record: Path | None = None
+
+
+@dataclass
+class ViewState:
+    """What the loop shows; changed by keys (see :func:`handle_key`)."""
+
+    n_styles: int
+    style: int = 0
+    side_by_side: bool = False
+    snapshot: bool = False
+    quit: bool = False
+
+
+def handle_key(state: ViewState, key: int) -> ViewState:
+    """Apply one key code (``cv2.waitKey`` result, -1 for none) to ``state`` in place; returns it."""
+    if key < 0:
+        return state
+    key &= 0xFF
+    ch = chr(key).lower() if 32 <= key < 127 else ""
+    if key == KEY_ESC or ch == "q":
+        state.quit = True
+    elif ch == "s":
+        state.snapshot = True
+    elif ch == " ":
+        state.side_by_side = not state.side_by_side
+    elif ch == "n":
+        state.style = (state.style + 1) % state.n_styles
+    elif ch == "p":
+        state.style = (state.style - 1) % state.n_styles
+    elif ch.isdigit() and ch != "0" and int(ch) <= state.n_styles:
+        state.style = int(ch) - 1
+    return state
+
+
+def check_gui() -> None:
+    """Raise :class:`FastNSTError` when no window can be opened (headless OpenCV, no display)."""
+    import cv2
+
+    m = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    if m is not None and m.group(1).upper() == "NONE":
+        raise FastNSTError("This OpenCV build has no GUI support (opencv-python-headless?): install "
+                           "opencv-python, or run with --no-window and --record OUT.mp4.")
+    # Qt aborts the whole process, uncatchably, when it finds no display: look before it does.
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise FastNSTError("No display found (DISPLAY is not set): run from a desktop session, or with "
+                           "--no-window and --record OUT.mp4.")
+
+
+class FrameGrabber:
+    """Reads a capture source in a thread, keeping only the newest frame as ``(H,W,3)`` uint8 RGB.
+
+    ``source``: camera index (int or digit string), video file path or URL. File sources are paced
+    at their frame rate when ``realtime`` (default for files), so they behave like a camera; with
+    ``realtime=False`` a file is read as fast as it is consumed, every frame delivered once.
+    """
+
+    def __init__(self, source: int | str, *, realtime: bool | None = None, max_size: int | None = None) -> None:
+        import cv2
+
+        if isinstance(source, str) and source.isdigit():
+            source = int(source)
+        self.source = source
+        is_file = isinstance(source, str) and Path(source).is_file()
+        if isinstance(source, str) and not is_file and "://" not in source:
+            raise FastNSTError(f"Camera source {source!r} is neither a camera index, an existing file nor a URL.")
+        # OpenCV logs every backend it tries to stderr; the failure is reported as one sentence below.
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            self.cap = cv2.VideoCapture(source)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+        if not self.cap.isOpened():
+            self.cap.release()
+            what = f"camera {source}" if isinstance(source, int) else str(source)
+            raise FastNSTError(f"Cannot open {what} with OpenCV.")
+        self.period = 0.0
+        self.lossless = is_file and realtime is False
+        if is_file and (realtime is None or realtime):
+            # CAP_PROP_FPS is unreliable for files; the container knows better.
+            from .video import probe
+
+            self.period = 1.0 / float(probe(source).fps)
+        self.max_size = max_size
+        self._cond = threading.Condition()
+        self._frame: np.ndarray | None = None
+        self._seq = 0
+        self._taken = 0
+        self._ended = False
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fastnst-capture", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import cv2
+
+        due = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                ok, bgr = self.cap.read()
+                if not ok or bgr is None:
+                    break
+                if self.max_size and max(bgr.shape[:2]) > self.max_size:
+                    s = self.max_size / max(bgr.shape[:2])
+                    bgr = cv2.resize(bgr, (max(1, round(bgr.shape[1] * s)), max(1, round(bgr.shape[0] * s))),
+                                     interpolation=cv2.INTER_AREA)
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                with self._cond:
+                    if self.lossless:  # wait until the consumer has taken the previous frame
+                        self._cond.wait_for(lambda: self._taken >= self._seq or self._stop.is_set())
+                    self._frame, self._seq = rgb, self._seq + 1
+                    self._cond.notify_all()
+                if self.period:
+                    due += self.period
+                    delay = due - time.perf_counter()
+                    if delay > 0:
+                        self._stop.wait(delay)
+                    else:
+                        due = time.perf_counter()
+        except BaseException as exc:  # noqa: BLE001 - reported by read()
+            self._error = exc
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
+
+    def read(self, after: int = 0, timeout: float = 10.0) -> tuple[int, np.ndarray] | None:
+        """The newest frame newer than sequence number ``after`` as ``(seq, rgb)``; waits for it.
+        None when the source has ended (or nothing arrived within ``timeout`` seconds)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > after or self._ended, timeout=timeout)
+            if self._error is not None:
+                raise FastNSTError(f"Reading from {self.source} failed: {self._error}") from self._error
+            if self._seq > after and self._frame is not None:
+                self._taken = self._seq
+                self._cond.notify_all()
+                return self._seq, self._frame
+            return None
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+        self.cap.release()
+
+
+class FpsMeter:
+    """Exponential moving average of the loop rate."""
+
+    def __init__(self, smoothing: float = 0.9) -> None:
+        self.smoothing = smoothing
+        self.fps = 0.0
+        self._last: float | None = None
+
+    def tick(self) -> float:
+        now = time.perf_counter()
+        if self._last is not None:
+            inst = 1.0 / max(now - self._last, 1e-6)
+            self.fps = inst if self.fps == 0 else self.smoothing * self.fps + (1 - self.smoothing) * inst
+        self._last = now
+        return self.fps
+
+
+def compose(original: np.ndarray, stylized: np.ndarray, side_by_side: bool) -> np.ndarray:
+    """The frame to show: the stylized one, or input | stylized at the stylized one's size."""
+    if not side_by_side:
+        return stylized
+    import cv2
+
+    if original.shape[:2] != stylized.shape[:2]:
+        original = cv2.resize(original, (stylized.shape[1], stylized.shape[0]), interpolation=cv2.INTER_AREA)
+    return np.concatenate([original, stylized], axis=1)
+
+
+def overlay(view: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """Draw text lines (outlined, top-left) on a copy of ``view``."""
+    import cv2
+
+    img = np.ascontiguousarray(view).copy()
+    for i, text in enumerate(lines):
+        org = (8, 22 + 22 * i)
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+def run_webcam(
+    styles: Sequence,
+    *,
+    camera: int | str = 0,
+    device=None,
+    dtype=None,
+    max_size: int | None = 640,
+    scale: float | None = None,
+    record: str | os.PathLike | None = None,
+    snapshot_dir: str | os.PathLike = ".",
+    show: bool = True,
+    max_frames: int | None = None,
+    side_by_side: bool = False,
+    realtime: bool | None = None,
+    threads: int | None = None,
+) -> WebcamResult:
+    """Stylize a live source until ``q``/Esc, its end, or ``max_frames`` frames.
+
+    ``styles``: style names/paths/models (``None`` = the default style); keys switch between them.
+    ``record``: also write the stylized frames to this video file, with their wall-clock timestamps
+    (kept when the run is stopped with q, Esc or Ctrl-C; removed if it fails).
+    ``show=False`` runs without a window (tests, servers). ``realtime``: see :class:`FrameGrabber`.
+    ``threads``: PyTorch CPU threads (see :func:`fastnst.pipeline.set_cpu_threads`).
+    """
+    from .devices import pick_device
+    from .images import write_image
+    from .pipeline import Stylizer, set_cpu_threads
+    from .video import VideoWriter
+
+    if not styles:
+        raise FastNSTError("Give at least one --style.")
+    if show:
+        check_gui()
+    dev = pick_device(device) if not hasattr(device, "type") else device
+    # All styles are loaded up front so switching is instant.
+    stylizers = [Stylizer(s, device=dev, dtype=dtype, scale=scale) for s in styles]
+    state = ViewState(len(stylizers), side_by_side=side_by_side)
+    restore_threads = set_cpu_threads(dev, threads)
+    try:
+        grabber = FrameGrabber(camera, realtime=realtime, max_size=max_size)
+    except BaseException:
+        restore_threads()
+        raise
+    writer: VideoWriter | None = None
+    snapshots: list[Path] = []
+    meter = FpsMeter()
+    n = 0
+    seq = 0
+    t0 = time.perf_counter()
+    window_open = False
+    try:
+        import cv2
+
+        if show:
+            try:
+                cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
+            except cv2.error as exc:
+                raise FastNSTError(f"OpenCV cannot open a window ({exc}); use --no-window with --record.") from exc
+            window_open = True
+        while not state.quit:
+            got = grabber.read(seq)
+            if got is None:
+                break
+            seq, rgb = got
+            stylizer = stylizers[state.style]
+            out = stylizer(rgb)
+            if record is not None:
+                if writer is None:
+                    writer = VideoWriter(Path(record), out.shape[1], out.shape[0], fps=30,
+                                         time_base=_MS, preset="veryfast")
+                writer.write(out, round((time.perf_counter() - t0) * 1000))
+            n += 1
+            fps = meter.tick()
+            view = compose(rgb, out, state.side_by_side)
+            if state.snapshot:
+                state.snapshot = False
+                name = f"fastnst_{time.strftime('%Y%m%d_%H%M%S')}_{n:05d}.png"
+                snapshots.append(write_image(Path(snapshot_dir) / name, view))
+            if show:
+                shown = overlay(view, [f"{fps:5.1f} fps  {stylizer.name} ({state.style + 1}/{len(stylizers)})"])
+                cv2.imshow(WINDOW, cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                handle_key(state, cv2.waitKey(1))
+                if cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+                    break  # the window was closed with the mouse
+            if max_frames and n >= max_frames:
+                break
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is the stop button of a headless run: keep what was recorded
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        grabber.close()
+        restore_threads()
+        if window_open:
+            cv2.destroyWindow(WINDOW)
+            cv2.waitKey(1)
+    recorded = writer.close() if writer is not None else None
+    seconds = time.perf_counter() - t0
+    return WebcamResult(n, seconds, n / max(seconds, 1e-9), snapshots, recorded)
+
+
+__all__ = ["FpsMeter", "FrameGrabber", "ViewState", "WebcamResult", "check_gui", "compose", "handle_key", "overlay",
+           "run_webcam"]

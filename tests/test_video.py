@@ -1,0 +1,157 @@
+"""Video edges: probe, read_frames (rotation, resize, segments, timestamps), VideoWriter, audio remux."""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from fastnst.errors import FastNSTError
+from fastnst.video import (
+    VideoWriter,
+    even_pad,
+    iter_decoded,
+    open_input,
+    probe,
+    read_frames,
+    temp_path,
+    write_video,
+)
+
+from .test_pipeline import make_video, media_stats, pattern
+
+
+def test_probe(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "in.mp4", w=66, h=50, n=15, fps=10)
+    info = probe(src)
+    assert (info.width, info.height) == (66, 50) and info.rotation == 0
+    assert info.fps == Fraction(10) and isinstance(info.fps, Fraction)
+    assert info.frames == 15 and info.duration == pytest.approx(1.5, abs=0.11)
+    assert info.has_audio and info.audio_codec == "aac" and info.codec == "h264"
+    silent = probe(make_video(tmp_path / "silent.mkv", n=3, audio=None))
+    assert not silent.has_audio and silent.audio_codec is None and silent.frames > 0
+
+
+def test_read_frames_shapes_and_content(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "in.mp4", w=66, h=50, n=12, audio=None)
+    frames = list(read_frames(src))
+    assert len(frames) == 12 and all(f.shape == (50, 66, 3) and f.dtype == np.uint8 for f in frames)
+    # lossy, but close to what was encoded; and the square moves
+    assert np.abs(frames[3].astype(int) - pattern(3, 50, 66)).mean() < 12
+    assert not np.array_equal(frames[0], frames[5])
+    small = list(read_frames(src, max_size=33))
+    assert small[0].shape == (25, 33, 3) and len(small) == 12
+
+
+def test_read_frames_segment(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "in.mp4", n=20, fps=10, audio=None)
+    seg = list(read_frames(src, start=1.0, duration=0.5))
+    assert len(seg) == 5
+    full = list(read_frames(src))
+    assert np.array_equal(seg[0], full[10])
+    with pytest.raises(FastNSTError, match="no decodable video frames after"):
+        list(read_frames(src, start=10.0))
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotation_is_applied(tmp_path: Path, rotation: int) -> None:
+    src = make_video(tmp_path / "rot.mp4", w=64, h=48, n=2, audio=None, rotation=rotation)
+    info = probe(src)
+    assert info.rotation % 360 == rotation % 360
+    assert (info.width, info.height) == ((48, 64) if rotation % 180 else (64, 48))
+    frame = next(read_frames(src))
+    # the bright square sits at the top-left of the coded picture: np.rot90 by the display angle
+    expected = np.rot90(pattern(0, 48, 64), round(rotation / 90) % 4)
+    assert frame.shape == expected.shape
+    assert np.abs(frame.astype(int) - expected).mean() < 12
+
+
+def test_variable_frame_rate_timestamps(tmp_path: Path) -> None:
+    pts = [0, 1, 3, 4, 9]
+    src = make_video(tmp_path / "vfr.mkv", n=5, pts=pts, audio=None)
+    container, stream = open_input(src)
+    with container:
+        got = [(d.pts * stream.time_base, d.time) for d in iter_decoded(container, stream)]
+    assert [float(t) for t, _ in got] == pytest.approx([p / 10 for p in pts])
+
+
+def test_reorders_shuffled_avi_timestamps(tmp_path: Path) -> None:
+    # AVI keeps no pts: with B-frames the decoder's stamps come out shuffled (1, 4, 3, 5, 2, ...)
+    src = make_video(tmp_path / "b.avi", n=20, audio=None, x264_preset="medium")
+    with av.open(str(src)) as c:
+        raw = [f.pts for f in c.decode(video=0)]
+    container, stream = open_input(src)
+    with container:
+        fixed = [d.pts for d in iter_decoded(container, stream)]
+    assert len(fixed) == 20 and fixed == sorted(raw) and all(b > a for a, b in itertools.pairwise(fixed))
+
+
+def test_audio_packets_are_yielded_in_range(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "in.mp4", n=20, fps=10, sample_rate=16000)
+    container, stream = open_input(src)
+    with container:
+        items = list(iter_decoded(container, stream, audio_streams=list(container.streams.audio), start=0.5,
+                                  duration=1.0))
+    packets = [i for i in items if isinstance(i, av.Packet)]
+    frames = [i for i in items if not isinstance(i, av.Packet)]
+    assert len(frames) == 10
+    times = [float(p.pts * p.time_base) for p in packets]
+    assert min(times) >= 0.5 - 1e-6 and max(times) < 1.5 and 14 <= len(packets) <= 17
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 100])
+def test_bad_files(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    with pytest.raises(FastNSTError, match="bad.mp4"):
+        read_frames(bad)
+    with pytest.raises(FastNSTError):
+        probe(bad)
+    with pytest.raises(FastNSTError, match="does not exist"):
+        probe(tmp_path / "missing.mp4")
+
+
+def test_writer_roundtrip_odd_size_and_atomicity(tmp_path: Path) -> None:
+    frames = [pattern(i, 31, 45) for i in range(6)]
+    out = write_video(tmp_path / "w.mp4", frames, fps=12, preset="ultrafast")
+    s = media_stats(out)
+    assert s["frames"] == 6 and s["size"] == (46, 32) and s["fps"] == 12
+    assert even_pad(frames[0]).shape == (32, 46, 3)
+    assert not temp_path(out).exists()
+
+    target = tmp_path / "never.mp4"
+    with pytest.raises(RuntimeError), VideoWriter(target, 32, 32, preset="ultrafast") as w:
+        for i in range(40):  # past the encoder's look-ahead, so packets reach the temporary file
+            w.write(pattern(i, 32, 32))
+        assert temp_path(target).stat().st_size > 0 and not target.exists()
+        raise RuntimeError("boom")
+    assert not target.exists() and not temp_path(target).exists()
+
+
+def test_duplicate_audio_dts_are_nudged(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "in.mp4", n=10, fps=10)
+    container, _stream = open_input(src)
+    out = tmp_path / "out.mp4"
+    with container:
+        a = container.streams.audio[0]
+        packets = [p for p in container.demux(a) if p.size > 0]
+        packets[3].dts = packets[2].dts  # MP4 refuses this unless fixed
+        packets[3].pts = packets[2].pts
+        with VideoWriter(out, 32, 32, fps=10, preset="ultrafast") as w:
+            assert w.add_audio(a) == "copy"
+            w.write(pattern(0, 32, 32), 0)
+            for p in packets:
+                w.mux_audio(p)
+    assert media_stats(out)["audio_packets"] == len(packets)
+
+
+def test_writer_rejects_bad_codec_and_extension(tmp_path: Path) -> None:
+    with pytest.raises(FastNSTError, match="codec"):
+        VideoWriter(tmp_path / "x.mp4", 32, 32, codec="no_such_codec")
+    with pytest.raises(FastNSTError, match="extension"):
+        VideoWriter(tmp_path / "noext", 32, 32)
+    assert list(tmp_path.iterdir()) == []

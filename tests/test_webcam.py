@@ -1,0 +1,130 @@
+"""The webcam loop, run headless on a video file instead of a camera."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastnst import cli
+from fastnst.errors import FastNSTError
+from fastnst.models import Arch, TransformerNet
+from fastnst.styles import save_style
+from fastnst.webcam import FrameGrabber, ViewState, check_gui, compose, handle_key, run_webcam
+
+from .test_pipeline import make_video, media_stats, pattern
+
+
+@pytest.fixture
+def two_styles(tmp_path: Path) -> list[Path]:
+    torch.manual_seed(0)
+    return [save_style(tmp_path / f"s{i}.safetensors", TransformerNet(Arch((8, 8, 8), 1)), style_name=f"s{i}")
+            for i in range(2)]
+
+
+def test_runs_n_frames_headless_and_records(tmp_path: Path, two_styles: list[Path]) -> None:
+    src = make_video(tmp_path / "cam.mp4", w=66, h=50, n=30, fps=30, audio=None)
+    rec = tmp_path / "rec.mp4"
+    res = run_webcam(two_styles, camera=str(src), device="cpu", show=False, max_frames=6, record=rec,
+                     max_size=None, realtime=False)
+    assert res.frames == 6 and res.record == rec
+    s = media_stats(rec)
+    assert s["frames"] == 6 and s["size"] == (66, 50)
+    assert all(b > a for a, b in zip(s["times"], s["times"][1:]))  # wall-clock stamps, increasing
+
+
+def test_file_source_runs_to_its_end_without_realtime(tmp_path: Path, two_styles: list[Path]) -> None:
+    src = make_video(tmp_path / "cam.mkv", w=40, h=32, n=7, audio=None)
+    res = run_webcam(two_styles[:1], camera=str(src), device="cpu", show=False, realtime=False)
+    assert res.frames == 7  # realtime=False: a file's frames are all delivered, once
+
+
+def test_realtime_file_source_drops_but_never_repeats(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "cam.mkv", w=40, h=32, n=12, fps=60, audio=None)
+    grabber = FrameGrabber(str(src))
+    seqs = []
+    try:
+        seq = 0
+        while (got := grabber.read(seq)) is not None:
+            seq = got[0]
+            seqs.append(seq)
+            time.sleep(0.05)  # a slow consumer: 3 frames arrive meanwhile, only the newest is kept
+    finally:
+        grabber.close()
+    assert seqs == sorted(set(seqs)) and seqs[-1] == 12 and len(seqs) < 12
+
+
+def test_cli_headless(tmp_path: Path, two_styles: list[Path], capsys) -> None:
+    src = make_video(tmp_path / "cam.mp4", w=40, h=32, n=20, fps=30, audio=None)
+    argv = ["webcam", "--camera", str(src), "--no-window", "--max-frames", "3", "--device", "cpu"]
+    for s in two_styles:
+        argv += ["--style", str(s)]
+    assert cli.main(argv) == 0
+    assert "3 frames" in capsys.readouterr().out
+
+
+def test_window_without_display_is_a_clear_error(tmp_path: Path, two_styles: list[Path], monkeypatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    with pytest.raises(FastNSTError, match="--no-window"):
+        check_gui()
+    src = make_video(tmp_path / "cam.mp4", w=40, h=32, n=3, audio=None)
+    assert cli.main(["webcam", "--camera", str(src), "--style", str(two_styles[0])]) == 2
+
+
+def test_bad_sources(tmp_path: Path) -> None:
+    with pytest.raises(FastNSTError, match="neither"):
+        FrameGrabber(str(tmp_path / "missing.mp4"))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(FastNSTError, match="Cannot open"):
+        FrameGrabber(str(bad))
+
+
+def test_keys() -> None:
+    s = ViewState(n_styles=3)
+    assert handle_key(s, -1) is s and not s.quit
+    handle_key(s, ord("n"))
+    assert s.style == 1
+    handle_key(s, ord("p"))
+    handle_key(s, ord("p"))
+    assert s.style == 2
+    handle_key(s, ord("1"))
+    assert s.style == 0
+    handle_key(s, ord("9"))  # no ninth style: ignored
+    assert s.style == 0
+    handle_key(s, ord(" "))
+    assert s.side_by_side
+    handle_key(s, ord("s"))
+    assert s.snapshot
+    handle_key(s, 27)
+    assert s.quit
+    assert handle_key(ViewState(1), ord("Q")).quit
+
+
+def test_compose_side_by_side() -> None:
+    a, b = pattern(0, 20, 30), pattern(1, 10, 15)
+    assert compose(a, b, False) is b
+    assert compose(a, b, True).shape == (10, 30, 3)
+
+
+def test_ctrl_c_stops_and_keeps_the_recording(tmp_path: Path, two_styles: list[Path], monkeypatch) -> None:
+    from fastnst.pipeline import Stylizer
+
+    src = make_video(tmp_path / "cam.mp4", w=40, h=32, n=20, audio=None)
+    real = Stylizer.__call__
+    calls = {"n": 0}
+
+    def interrupt_on_fourth(self, x):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self, x)
+
+    monkeypatch.setattr(Stylizer, "__call__", interrupt_on_fourth)
+    rec = tmp_path / "rec.mkv"
+    res = run_webcam(two_styles[:1], camera=str(src), device="cpu", show=False, record=rec, realtime=False)
+    assert res.frames == 3 and media_stats(rec)["frames"] == 3

@@ -1,0 +1,8 @@
+"""``python -m train …`` (also the module torchrun starts: ``torchrun --nproc_per_node N -m train …``)."""
+
+import sys
+
+from . import main
+
+if __name__ == "__main__":
+    sys.exit(main())

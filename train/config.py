@@ -1,0 +1,184 @@
+"""The training configuration: one dataclass, from which the command line is built.
+
+Every field of :class:`TrainConfig` becomes an option (``image_size`` → ``--image-size``) whose
+help text lives in the field's metadata, so the dataclass is the one source of truth. This module
+imports neither torch nor fastnst's heavy parts, so ``fastnst --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from collections.abc import Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+# Johnson et al. (2016): content at relu2_2, style at relu1_2, relu2_2, relu3_3, relu4_3. Chosen over
+# Gatys' relu1_1…relu5_1 because the loss network then stops after conv4_3 instead of conv5_1 (it
+# skips conv4_4 and the whole fifth block's entry, ~25% of VGG's cost per pass at these sizes) and
+# because it is the set the transformation net was designed and tuned with.
+JOHNSON_CONTENT_LAYERS = {"relu2_2": 1.0}
+JOHNSON_STYLE_LAYERS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
+def _h(text: str, **argparse_kwargs) -> dict:
+    """Field metadata: the option's help text and extra ``add_argument`` keywords."""
+    return {"help": text, **argparse_kwargs}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (see ``python -m train --help`` for each field's meaning).
+
+    Loss weights are *relative*: each layer weight is divided by the mean square of its target
+    (:func:`fastnst.losses.balanced_weights`) and layer weights are normalised to sum to 1, so
+    the same numbers work for Caffe- or torchvision-convention VGG weights.
+    """
+
+    content: list[str] = field(default_factory=list, metadata=_h(
+        "photo folder(s), searched recursively (a COCO train2014 folder works)", required=True, metavar="DIR"))
+    style: list[str] = field(default_factory=list, metadata=_h(
+        "style image(s); several are blended by averaging their Gram matrices", required=True, metavar="IMAGE"))
+    name: str = field(default="", metadata=_h("style name (default: the first style image's file stem)"))
+    preset: str = field(default="fast", metadata=_h("network preset", choices=("fast", "quality")))
+    arch: str = field(default="", metadata=_h(
+        "explicit network shape 'W1,W2,W3:RES' (e.g. '8,16,32:1'); overrides --preset"))
+    image_size: int = field(default=256, metadata=_h("training crop size, px (square)"))
+    batch_size: int = field(default=4, metadata=_h("photos per step and per process"))
+    steps: int = field(default=2000, metadata=_h(
+        "optimizer steps in total (a resumed run continues up to this number)"))
+    lr: float = field(default=1e-3, metadata=_h("Adam learning rate"))
+    content_weight: float = field(default=1.0, metadata=_h("weight of the relative content loss"))
+    style_weight: float = field(default=10.0, metadata=_h("weight of the relative style (Gram) loss"))
+    tv_weight: float = field(default=10.0, metadata=_h(
+        "weight of the total-variation loss (mean squared neighbour difference)"))
+    temporal_weight: float = field(default=50.0, metadata=_h(
+        "weight of the two-frame temporal loss (masked MSE between stylize(frame2) and warp(stylize(frame1))); "
+        "0 turns the temporal branch off"))
+    content_layers: dict[str, float] = field(default_factory=lambda: dict(JOHNSON_CONTENT_LAYERS),
+                                             metadata=_h("content taps NAME[:W],…", metavar="LAYERS"))
+    style_layers: dict[str, float] = field(default_factory=lambda: dict(JOHNSON_STYLE_LAYERS),
+                                           metadata=_h("style taps NAME[:W],…", metavar="LAYERS"))
+    style_size: int = field(default=512, metadata=_h(
+        "longer side of the style image when its Grams are taken; 0 = as is"))
+    perceptual_both: bool = field(default=False, metadata=_h(
+        "also apply the content/style loss to the second frame (same VGG pass, twice its batch)"))
+    crop_min: float = field(default=0.6, metadata=_h(
+        "smallest random crop, as a fraction of the photo's shorter side"))
+    seed: int = field(default=0, metadata=_h(
+        "seed of data order, augmentation, synthetic flows and initialisation"))
+    device: str = field(default="auto", metadata=_h(
+        "cpu, cuda, cuda:N or auto (under torchrun: cuda:LOCAL_RANK)"))
+    amp: str = field(default="auto", metadata=_h(
+        "mixed precision: auto = bf16 on CUDA when supported, else fp16; always fp32 on CPU",
+        choices=AMP_CHOICES))
+    channels_last: bool = field(default=False, metadata=_h(
+        "channels-last memory format for both nets (helps CUDA tensor cores)"))
+    compile: bool = field(default=False, metadata=_h("torch.compile the transformation net"))
+    threads: int = field(default=0, metadata=_h(
+        "CPU threads for torch in the training process (0 = torch's default, all cores); 1 is faster on "
+        "a CPU shared with other jobs"))
+    workers: int = field(default=2, metadata=_h("DataLoader worker processes (0 = load in the main process)"))
+    log_every: int = field(default=20, metadata=_h(
+        "write a log.jsonl record (and refresh the progress bar) every N steps"))
+    sample_every: int = field(default=250, metadata=_h(
+        "write a sample grid and the loss curve every N steps (0 = only at the end)"))
+    checkpoint_every: int = field(default=250, metadata=_h(
+        "write checkpoint.pt every N steps (0 = only at the end)"))
+    val_images: int = field(default=4, metadata=_h(
+        "photos held out (deterministically) for the sample grid"))
+    out_dir: str = field(default="", metadata=_h(
+        "folder for checkpoint, samples, log and loss curve (default: runs/NAME_PRESET)"))
+    output: str = field(default="", metadata=_h(
+        "final style model path (default: weights/NAME_PRESET.safetensors)"))
+    half: bool = field(default=False, metadata=_h("store the final model's weights as fp16 (half the file size)"))
+    vgg_weights: str = field(default="", metadata=_h(
+        "VGG19 weights file (.safetensors/.h5/.pth); default: the fastnst cache; "
+        "'random' = a seeded random VGG19, for tests only"))
+    resume: str = field(default="", metadata=_h(
+        "continue from a checkpoint: a path, or 'auto' = OUT_DIR/checkpoint.pt when present"))
+    # The synthetic second frame (train.data): global similarity motion + smooth local deformation.
+    flow_shift: float = field(default=6.0, metadata=_h("synthetic flow: max global translation, px"))
+    flow_zoom: float = field(default=0.03, metadata=_h("synthetic flow: max relative zoom"))
+    flow_rotate: float = field(default=2.0, metadata=_h("synthetic flow: max rotation, degrees"))
+    flow_local: float = field(default=2.0, metadata=_h("synthetic flow: std of the local deformation, px"))
+    frame_noise: float = field(default=0.02, metadata=_h(
+        "second frame: std of added Gaussian noise (images in [0,1])"))
+    frame_brightness: float = field(default=0.05, metadata=_h("second frame: max relative brightness change"))
+    # Optional real frame pairs.
+    video: list[str] = field(default_factory=list, metadata=_h(
+        "video file(s) whose consecutive frames join the photos as training pairs "
+        "(flow: OpenCV DIS, occlusions: forward-backward check)", metavar="VIDEO"))
+    video_pairs: int = field(default=200, metadata=_h("frame pairs taken from each video, spread over it"))
+    progress: bool = field(default=True, metadata=_h("show a progress bar"))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def parse_layers(text: str) -> dict[str, float]:
+    """``relu1_2,relu2_2:0.5`` → ``{"relu1_2": 1.0, "relu2_2": 0.5}``."""
+    out: dict[str, float] = {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        name, _, w = item.partition(":")
+        try:
+            out[name.strip()] = float(w) if w else 1.0
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"bad layer weight {item!r}; use NAME or NAME:WEIGHT") from exc
+    if not out:
+        raise argparse.ArgumentTypeError("no layers given")
+    return out
+
+
+def _format_layers(d: dict[str, float]) -> str:
+    return ",".join(f"{k}:{v:g}" for k, v in d.items())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add one option per :class:`TrainConfig` field to ``parser``."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        meta = dict(f.metadata)
+        help_text = meta.pop("help", "")
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        kwargs: dict = {"dest": f.name, "help": help_text, **meta}
+        if hint is bool:
+            kwargs.update(action=argparse.BooleanOptionalAction, default=default)
+        elif typing.get_origin(hint) is list:
+            kwargs.update(nargs="+", default=default)
+        elif typing.get_origin(hint) is dict:
+            kwargs.update(type=parse_layers, default=default)
+            kwargs["help"] += f" (default: {_format_layers(default)})"
+        else:
+            kwargs.update(type=hint, default=default)
+            if default not in ("", None) and "default" not in kwargs["help"]:
+                kwargs["help"] += f" (default: {default})"
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def build_parser(prog: str = "python -m train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train a fastnst style network (Johnson et al. 2016) on a photo folder, with a VGG19 "
+                    "perceptual loss and a two-frame temporal loss. Runs under torchrun for several "
+                    "processes (DistributedDataParallel).",
+    )
+    return add_arguments(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+
+
+def parse_config(argv: Sequence[str] | None = None, prog: str = "python -m train") -> TrainConfig:
+    return config_from_args(build_parser(prog).parse_args(argv))

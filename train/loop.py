@@ -1,0 +1,545 @@
+"""The training loop: transformation net, VGG19 perceptual loss, two-frame temporal loss.
+
+For a batch of pairs (:mod:`train.data`: ``frame2 ≈ W(frame1, f)`` on ``mask``) the net ``N``
+runs once on both frames stacked along the batch, ``O₁ = N(frame1)``, ``O₂ = N(frame2)``, and::
+
+    L = α Σ_l c_l ‖φ_l(O₁) − φ_l(frame1)‖² / ‖φ_l(R)‖²          content, φ = VGG19 taps
+      + β Σ_l s_l ‖G(φ_l(O₁)) − Ĝ_l‖² / ‖Ĝ_l‖²                style, G = Gram, Ĝ = style image(s)
+      + γ TV(O₁)                                                total variation
+      + λ Σ_p M(p) ‖O₂(p) − W(O₁, f)(p)‖² / (3 Σ_p M(p))        temporal (Ruder et al. 2016)
+
+where ``‖·‖²`` are means over elements, layer weights ``c_l``, ``s_l`` are normalised to sum 1 and
+``R`` are fixed reference photos (the held-out validation photos), so α, β, γ, λ are scale-free
+(:func:`fastnst.losses.balanced_weights`). The temporal term teaches the net that a moved input must
+give a moved output; it needs no VGG pass. With ``--perceptual-both`` the content/style terms
+also cover ``O₂`` in the same (doubled) VGG pass.
+
+Efficiency: the VGG stops after the deepest tap (:class:`fastnst.vgg.VGG19Features`), content
+targets are computed under ``no_grad`` and only up to the deepest *content* tap, and the style
+Grams are computed once before the first step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fastnst import losses
+from fastnst.devices import autocast
+from fastnst.errors import FastNSTError
+from fastnst.flow import warp
+from fastnst.images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
+from fastnst.models import PRESETS, Arch, TransformerNet
+from fastnst.styles import save_style
+from fastnst.vgg import VGG19Features, load_vgg19
+
+from . import dist
+from .config import TrainConfig, parse_config
+from .data import (
+    PairParams,
+    StreamSampler,
+    TrainingPairs,
+    center_square,
+    find_photos,
+    read_video_pairs,
+    split_validation,
+    worker_init,
+)
+
+CHECKPOINT_FORMAT = "fastnst-train-checkpoint"
+CHECKPOINT_VERSION = 1
+LOSS_KEYS = ("content", "style", "tv", "temporal", "total")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced (on rank 0; other ranks get the same paths)."""
+
+    output: Path
+    out_dir: Path
+    checkpoint: Path
+    start_step: int
+    steps: int
+    seconds: float
+    device: str
+    world: int
+    history: list[dict] = field(default_factory=list)
+
+
+# --- pieces -----------------------------------------------------------------------------------------
+
+
+def parse_arch(cfg: TrainConfig) -> tuple[Arch, str]:
+    """The network shape and the preset label stored in the model file (``custom`` for ``--arch``)."""
+    if not cfg.arch:
+        if cfg.preset not in PRESETS:
+            raise FastNSTError(f"Unknown preset {cfg.preset!r}; choose one of {sorted(PRESETS)}.")
+        return PRESETS[cfg.preset], cfg.preset
+    try:
+        widths, _, res = cfg.arch.partition(":")
+        w = tuple(int(x) for x in widths.split(","))
+        if len(w) != 3 or min(w) < 1 or not res or int(res) < 0:
+            raise ValueError
+        return Arch(w, int(res)), "custom"  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise FastNSTError(f"--arch {cfg.arch!r} is not of the form W1,W2,W3:RES (e.g. 16,32,64:3).") from exc
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: bf16/fp16 on CUDA, none (fp32) on CPU whatever is asked."""
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def normalised(weights: Mapping[str, float], what: str) -> dict[str, float]:
+    total = sum(weights.values())
+    if not weights or total <= 0 or any(v < 0 for v in weights.values()):
+        raise FastNSTError(f"The {what} layer weights must be non-negative and sum to a positive number.")
+    return {k: v / total for k, v in weights.items()}
+
+
+def build_loss_network(cfg: TrainConfig, taps: Sequence[str], device: torch.device) -> VGG19Features:
+    """Real VGG19 weights (explicit file or the cache), or ``vgg_weights="random"``: a seeded random
+    VGG19 with torchvision preprocessing — for tests, where no weights may be downloaded."""
+    if cfg.vgg_weights == "random":
+        return VGG19Features(taps, seed=0).to(device)
+    return load_vgg19(taps, weights=cfg.vgg_weights or None, device=device)
+
+
+def features_upto(vgg: nn.Module, x: torch.Tensor, taps: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``vgg(x)`` restricted to ``taps``, run only as deep as the deepest of them (content targets
+    need relu2_2 only: a quarter of the cost of the full relu4_3 pass)."""
+    names = getattr(vgg, "names", None)
+    if names is None:
+        return {k: v for k, v in vgg(x).items() if k in taps}
+    depth = max(names.index(t) for t in taps) + 1
+    h = vgg.normalize(x)
+    out: dict[str, torch.Tensor] = {}
+    for name, layer in zip(names[:depth], vgg.layers[:depth]):
+        h = layer(h)
+        if name in taps:
+            out[name] = h
+    return out
+
+
+@torch.no_grad()
+def style_grams(paths: Sequence[str], vgg: nn.Module, taps: Sequence[str], size: int,
+                device: torch.device) -> dict[str, torch.Tensor]:
+    """Mean Gram matrices ``{tap: (1,C,C)}`` of the style image(s), each resized to longer side ``size``."""
+    grams: dict[str, torch.Tensor] = {}
+    for p in paths:
+        img = to_tensor(read_image(p), device)
+        if size > 0:
+            img = resize_to(img, size)
+        for k, v in features_upto(vgg, img, taps).items():
+            g = losses.gram_matrix(v) / len(paths)
+            grams[k] = grams[k] + g if k in grams else g
+    return grams
+
+
+@torch.no_grad()
+def stylize_samples(net: TransformerNet, images: Sequence[torch.Tensor], device: torch.device,
+                    dtype: torch.dtype | None) -> list[torch.Tensor]:
+    was_training = net.training
+    net.eval()
+    try:
+        with autocast(device, dtype):
+            return [net(x).float().clamp(0, 1) for x in images]
+    finally:
+        net.train(was_training)
+
+
+def sample_sheet(inputs: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor], labels: Sequence[str],
+                 step: int):
+    """Inputs in the first row, their stylizations below (uint8 ``(H,W,3)`` grid)."""
+    tiles = [to_uint8(x) for x in inputs] + [to_uint8(y) for y in outputs]
+    names = list(labels) + [f"step {step}"] * len(outputs)
+    return contact_sheet(tiles, columns=len(inputs), labels=names)
+
+
+def plot_loss_curve(history: Sequence[Mapping[str, float]], path: Path, title: str = "") -> Path | None:
+    """Loss terms against step on a log axis, written atomically; None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    if not history:
+        return None
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for key in LOSS_KEYS:
+        ys = [h[key] for h in history]
+        if any(y > 0 for y in ys):
+            ax.plot(steps, ys, label=key, linewidth=2.0 if key == "total" else 1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("weighted loss")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def save_checkpoint(path: Path, *, step: int, seconds: float, net: nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, cfg: TrainConfig, arch: Arch, preset: str, world: int) -> Path:
+    """A plain-dict checkpoint (loads with ``torch.load(weights_only=True)``), written atomically."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "step": step,
+        "seconds": seconds,
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+        "config": cfg.to_dict(),
+        "arch": arch.to_dict(),
+        "preset": preset,
+        "world": world,
+        "rng": {"torch": torch.get_rng_state()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors come in many types
+        raise FastNSTError(f"{path} is not a readable training checkpoint ({str(exc).splitlines()[0]}).") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise FastNSTError(f"{path} is not a fastnst training checkpoint.")
+    return state
+
+
+def read_log(path: Path, upto_step: int) -> list[dict]:
+    """Records of ``log.jsonl`` with ``step ≤ upto_step`` (later ones belong to a run that crashed
+    after its last checkpoint and will be redone)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if rec.get("step", math.inf) <= upto_step:
+            out.append(rec)
+    return out
+
+
+def write_log(path: Path, records: Sequence[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(path)
+
+
+def _note(info: dist.DistInfo, text: str) -> None:
+    if info.main:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+
+
+def _validate(cfg: TrainConfig) -> None:
+    if not cfg.content:
+        raise FastNSTError("Give at least one --content folder of photos.")
+    if not cfg.style:
+        raise FastNSTError("Give at least one --style image.")
+    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.image_size < 16:
+        raise FastNSTError("--steps and --batch-size must be ≥ 1 and --image-size ≥ 16.")
+    if cfg.lr <= 0:
+        raise FastNSTError("--lr must be positive.")
+    weights = (cfg.content_weight, cfg.style_weight, cfg.tv_weight, cfg.temporal_weight)
+    if any(w < 0 or not math.isfinite(w) for w in weights):
+        raise FastNSTError("Loss weights must be finite and non-negative.")
+    if min(cfg.log_every, cfg.workers, cfg.threads, cfg.sample_every, cfg.checkpoint_every, cfg.val_images) < 0:
+        raise FastNSTError("--log-every, --workers, --threads, --sample-every, --checkpoint-every and "
+                           "--val-images must be ≥ 0.")
+    for path in cfg.style:
+        if not Path(path).is_file():
+            raise FastNSTError(f"Style image {path} does not exist.")
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, *, loss_net: nn.Module | None = None) -> TrainResult:
+    """Run (or continue) a training; see the module docstring for the loss.
+
+    Writes into ``out_dir``: ``checkpoint.pt`` (every ``checkpoint_every`` steps and at the end),
+    ``samples/step_NNNNNN.png`` and ``loss_curve.png`` (every ``sample_every`` steps and at the
+    end), ``log.jsonl`` (every ``log_every`` steps: step, content, style, tv, temporal, total,
+    images_per_s, seconds) and ``config.json``; finally the style model at ``output``. Under torchrun
+    only rank 0 writes. ``loss_net`` replaces the VGG19 (a module returning ``{tap: features}``).
+    """
+    _validate(cfg)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    info = dist.setup(cfg.device)
+    try:
+        return _run(cfg, info, loss_net)
+    finally:
+        dist.teardown(info)
+
+
+def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    device = info.device
+    arch, preset = parse_arch(cfg)
+    name = cfg.name or Path(cfg.style[0]).stem
+    out_dir = Path(cfg.out_dir or f"runs/{name}_{preset}")
+    output = Path(cfg.output or f"weights/{name}_{preset}.safetensors")
+    if output.suffix != ".safetensors":
+        output = output.with_name(output.name + ".safetensors")
+    ckpt_path = out_dir / "checkpoint.pt"
+    log_path = out_dir / "log.jsonl"
+    dtype = amp_dtype(cfg.amp, device)
+    temporal = cfg.temporal_weight > 0
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+    # Data: training photos, held-out photos for the sample grid, optional video pairs.
+    photos = find_photos(cfg.content)
+    train_photos, val_photos = split_validation(photos, cfg.val_images)
+    pairs = []
+    for v in cfg.video:
+        pairs += read_video_pairs(v, cfg.video_pairs, min_side=round(cfg.image_size / max(cfg.crop_min, 0.25)))
+    params = PairParams(temporal=temporal, flow_shift=cfg.flow_shift, flow_zoom=cfg.flow_zoom,
+                        flow_rotate=cfg.flow_rotate, flow_local=cfg.flow_local, frame_noise=cfg.frame_noise,
+                        frame_brightness=cfg.frame_brightness)
+    dataset = TrainingPairs(train_photos, cfg.image_size, seed=cfg.seed, params=params, crop_min=cfg.crop_min,
+                            video_pairs=pairs)
+    shown = val_photos or train_photos[: min(4, len(train_photos))]
+    sample_inputs = [resize_to(to_tensor(read_image(p), device), cfg.image_size) for p in shown]
+    sample_labels = [p.stem[:18] + (" (val)" if val_photos else " (train)") for p in shown]
+
+    # Loss network, targets fixed for the whole run.
+    c_layers = normalised(cfg.content_layers, "content")
+    s_layers = normalised(cfg.style_layers, "style")
+    taps = list(dict.fromkeys([*c_layers, *s_layers]))
+    vgg = loss_net if loss_net is not None else build_loss_network(cfg, taps, device)
+    vgg = vgg.to(device=device, memory_format=memory_format).eval()
+    vgg.requires_grad_(False)
+    grams = style_grams(cfg.style, vgg, list(s_layers), cfg.style_size, device)
+    with torch.no_grad():
+        if shown:
+            refs = torch.cat([to_tensor(center_square(read_image(p), cfg.image_size), device) for p in shown])
+        else:  # only video pairs: their first frames are the reference
+            refs = torch.stack([dataset[k]["frame1"] for k in range(min(4, len(dataset)))]).to(device)
+        ref_feats = features_upto(vgg, refs, list(c_layers))
+    c_w = losses.balanced_weights(ref_feats, c_layers)
+    s_w = losses.balanced_weights(grams, s_layers)
+
+    # Network, optimiser, resume.
+    torch.manual_seed(cfg.seed)
+    net = TransformerNet(arch).to(device=device, memory_format=memory_format)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    start_step, seconds0, history = 0, 0.0, []
+    resume_path = None
+    if cfg.resume == "auto":
+        resume_path = ckpt_path if ckpt_path.is_file() else None
+        if resume_path is None:
+            _note(info, f"no checkpoint in {out_dir}: starting a new run")
+    elif not cfg.resume and ckpt_path.is_file():
+        _note(info, f"{out_dir} holds a checkpoint; starting over (pass --resume auto to continue it)")
+    elif cfg.resume:
+        resume_path = Path(cfg.resume)
+        if not resume_path.is_file():
+            raise FastNSTError(f"Checkpoint {resume_path} does not exist.")
+    if resume_path is not None:
+        state = load_checkpoint(resume_path)
+        if Arch.from_dict(state["arch"]) != arch:
+            raise FastNSTError(f"{resume_path} holds a {state.get('preset')} network {state['arch']}, "
+                               f"not the requested {preset} {arch.to_dict()}.")
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # a changed --lr applies to the continued run
+            group["lr"] = cfg.lr
+        if state.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start_step, seconds0 = int(state["step"]), float(state.get("seconds", 0.0))
+        history = read_log(log_path, start_step)
+        _note(info, f"resuming {resume_path} at step {start_step}")
+    if info.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_log(log_path, history)
+        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    model: nn.Module = net
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
+
+    sampler = StreamSampler(cfg.batch_size, cfg.steps, rank=info.rank, world=info.world, start_step=start_step)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+        pin_memory=device.type == "cuda", worker_init_fn=worker_init if cfg.workers else None,
+        persistent_workers=False,
+    )
+
+    def write_outputs(step: int, *, checkpoint: bool, samples: bool) -> None:
+        if not info.main:
+            return
+        if checkpoint:
+            save_checkpoint(ckpt_path, step=step, seconds=seconds0 + time.perf_counter() - t0, net=net,
+                            optimizer=optimizer, scaler=scaler, cfg=cfg, arch=arch, preset=preset,
+                            world=info.world)
+        if samples and sample_inputs:
+            outs = stylize_samples(net, sample_inputs, device, dtype)
+            write_image(out_dir / "samples" / f"step_{step:06d}.png",
+                        sample_sheet(sample_inputs, outs, sample_labels, step))
+        if samples and plot_loss_curve(history, out_dir / "loss_curve.png", f"{name} ({preset})") is None \
+                and history:
+            _note(info, "matplotlib is not installed (pip install fastnst[plots]): no loss curve")
+
+    net.train()
+    # Refresh a bar in a terminal every second; in a log file (a background run) every minute.
+    bar = tqdm(total=cfg.steps, initial=start_step, disable=not (cfg.progress and info.main), unit="step",
+               dynamic_ncols=True, desc=f"train {name}", mininterval=1.0 if sys.stderr.isatty() else 60.0)
+    window = torch.zeros(len(LOSS_KEYS), device=device)
+    window_steps, window_t = 0, time.perf_counter()
+    t0 = time.perf_counter()
+    step = start_step
+    zero = torch.zeros((), device=device)
+    try:
+        for batch in loader:
+            x1 = batch["frame1"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            b = x1.shape[0]
+            with autocast(device, dtype):
+                if temporal:
+                    x2 = batch["frame2"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                    flow = batch["flow"].to(device, non_blocking=True)
+                    mask = batch["mask"].to(device, non_blocking=True)
+                    y = model(torch.cat([x1, x2]))
+                    y1, y2 = y[:b], y[b:]
+                    x_p, y_p = (torch.cat([x1, x2]), y) if cfg.perceptual_both else (x1, y1)
+                else:
+                    y1 = model(x1)
+                    x_p, y_p = x1, y1
+                feats = vgg(y_p)
+                with torch.no_grad():
+                    targets = features_upto(vgg, x_p, list(c_layers))
+                l_content = cfg.content_weight * losses.content_loss(feats, targets, c_w)
+                l_style = cfg.style_weight * losses.style_loss(feats, grams, s_w)
+                l_tv = cfg.tv_weight * losses.total_variation(y_p)
+                if temporal:
+                    warped, _ = warp(y1, flow)
+                    l_temporal = cfg.temporal_weight * losses.temporal_loss(y2, warped, mask)
+                else:
+                    l_temporal = zero
+                total = l_content + l_style + l_tv + l_temporal
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            bar.update(1)
+            window += torch.stack([l_content, l_style, l_tv, l_temporal, total]).detach().float()
+            window_steps += 1
+
+            if step % max(cfg.log_every, 1) == 0 or step == cfg.steps:
+                means = (dist.mean_over_processes(window, info) / window_steps).tolist()
+                if not all(math.isfinite(v) for v in means):
+                    raise FastNSTError(f"Training diverged at step {step} (loss is not finite); "
+                                       "lower --lr or the loss weights.")
+                now = time.perf_counter()
+                rec = {"step": step, **dict(zip(LOSS_KEYS, means)),
+                       "images_per_s": window_steps * b * info.world / max(now - window_t, 1e-9),
+                       "seconds": seconds0 + now - t0}
+                history.append(rec)
+                if info.main:
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                bar.set_postfix(total=f"{means[4]:.3g}", content=f"{means[0]:.3g}", style=f"{means[1]:.3g}",
+                                tv=f"{means[2]:.3g}", temporal=f"{means[3]:.3g}",
+                                img_s=f"{rec['images_per_s']:.2f}")
+                window.zero_()
+                window_steps, window_t = 0, time.perf_counter()
+            last = step == cfg.steps
+            t_write = time.perf_counter()
+            write_outputs(step, checkpoint=last or bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0),
+                          samples=last or bool(cfg.sample_every and step % cfg.sample_every == 0))
+            window_t += time.perf_counter() - t_write  # images/s measures training, not file writing
+    except KeyboardInterrupt:
+        if info.main and step > start_step:
+            write_outputs(step, checkpoint=True, samples=False)
+            _note(info, f"interrupted: checkpoint at step {step} in {ckpt_path}; continue with --resume auto")
+        raise
+    finally:
+        bar.close()
+
+    if step == start_step:  # nothing left to do (resumed a finished run): refresh the outputs anyway
+        write_outputs(step, checkpoint=False, samples=True)
+    if info.main:
+        style_image = ",".join(Path(p).name for p in cfg.style)
+        save_style(output, net, style_name=name, style_image=style_image, preset=preset,
+                   train_config=cfg.to_dict(), half=cfg.half)
+    dist.barrier(info)
+    return TrainResult(output=output, out_dir=out_dir, checkpoint=ckpt_path, start_step=start_step, steps=step,
+                       seconds=seconds0 + time.perf_counter() - t0, device=str(device), world=info.world,
+                       history=history)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m train") -> int:
+    """Command-line entry: parse, train, print where the results are. Exit 2 on user errors."""
+    cfg = parse_config(argv, prog)
+    previous = None
+    try:  # `kill PID` of a background run: stop like Ctrl-C, i.e. checkpoint first
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        result = train(cfg)
+    except FastNSTError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if result.world == 1 or int(os.environ.get("RANK", "0")) == 0:
+        last = result.history[-1] if result.history else {}
+        print(f"wrote {result.output}  (steps {result.start_step}→{result.steps}, {result.seconds:.1f} s on "
+              f"{result.device}{f' ×{result.world}' if result.world > 1 else ''})")
+        if last:
+            print("final losses: " + "  ".join(f"{k} {last[k]:.4g}" for k in LOSS_KEYS)
+                  + f"  ({last['images_per_s']:.2f} images/s)")
+        print(f"run folder: {result.out_dir}")
+    return 0

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import FastNSTError  # noqa: E402
+from .errors import FastNSTError
 
 __all__ = ["FastNSTError", "Stylizer", "__version__", "load_style", "stylize_video"]
 

@@ -18,6 +18,15 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, but not ``None``/``False`` ones nor where the help already states the default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
@@ -111,7 +120,7 @@ def _add_gatys(sub: argparse._SubParsersAction) -> None:
 
     d = GatysConfig()
     p = sub.add_parser("gatys", help="optimisation-based style transfer (Gatys et al.), the quality reference",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("content", help="content image")
     p.add_argument("styles", nargs="+", help="style image(s); several are blended")
     p.add_argument("-o", "--output", required=True, help="output image (.png/.jpg)")
@@ -237,7 +246,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
 
 def _add_stylize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stylize", help="stylize an image, a folder of images or a video file",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("input", help="image (.png/.jpg/.webp…), folder of images, or video file")
     p.add_argument("-o", "--output", required=True, help="output image, folder or video (.mp4/.mkv/.avi…)")
     p.add_argument("--style", default=None, help="style name (see `fastnst styles`) or .safetensors path "
@@ -284,7 +293,7 @@ def _cmd_webcam(args: argparse.Namespace) -> int:
 def _add_webcam(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "webcam", help="live style transfer from a camera, video file or stream URL",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Keys: q/Esc quit, s snapshot, space side-by-side, n/p next/previous style, 1-9 pick a style.")
     p.add_argument("--style", action="append", default=None,
                    help="style name or .safetensors path; repeat to switch between several")
@@ -334,7 +343,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     from .metrics import FLOW_METHODS
 
     p = sub.add_parser("eval", help="temporal warping error, style and content distance of a stylized video",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("input", help="the input (unstylized) video")
     p.add_argument("stylized", nargs="?", default=None,
                    help="the stylized video (same frames); omit it for the input's floor only, or use --model")

@@ -310,19 +310,11 @@ class _CudaBatcher:
             yield _Batch(self.pin_out[j].numpy()[:n], pts, release=lambda j=j: self.free.put(j))
 
 
-def _declared_seconds(container, stream) -> float | None:
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / 1_000_000
-    return None
-
-
 def _estimate_total(container, stream, start: float | None, duration: float | None) -> int | None:
-    from .video import stream_fps
+    from .video import stream_duration, stream_fps
 
     fps = float(stream_fps(stream))
-    total_s = _declared_seconds(container, stream)
+    total_s = stream_duration(container, stream)
     n = int(stream.frames or 0)
     if start or duration is not None or n <= 0:
         if total_s is None:
@@ -371,7 +363,7 @@ def stylize_video(
     """
     import av
 
-    from .video import VideoWriter, iter_decoded, open_input, stream_fps
+    from .video import VideoWriter, iter_decoded, open_input, stream_duration, stream_fps
 
     in_path, out_path = Path(input), Path(output)
     if out_path.exists() and out_path.is_dir():
@@ -400,7 +392,7 @@ def stylize_video(
     tb = Fraction(vstream.time_base) if vstream.time_base else Fraction(1, 1000)
     pts_offset = round(Fraction(start) / tb) if start else 0
     total = _estimate_total(container, vstream, start, duration)
-    declared = _declared_seconds(container, vstream)
+    declared = stream_duration(container, vstream)
 
     stop = threading.Event()
     q_in = _Channel(queue_frames or max(8, 4 * batch_size), stop)

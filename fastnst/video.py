@@ -129,7 +129,8 @@ def stream_fps(stream) -> Fraction:
     return DEFAULT_FPS
 
 
-def _stream_duration(container, stream) -> float | None:
+def stream_duration(container, stream) -> float | None:
+    """Declared duration in seconds (stream, else container), or None when neither says."""
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     if container.duration:
@@ -182,7 +183,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         size = plan_size(cw, ch, rotation, None)
         w, h = size.display
         fps = stream_fps(stream)
-        duration = _stream_duration(container, stream)
+        duration = stream_duration(container, stream)
         frames = int(stream.frames or 0)
         if frames <= 0 and duration:
             frames = round(duration * fps)

@@ -34,7 +34,7 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
 
 
-def _layer_weights(text: str) -> dict[str, float]:
+def parse_layer_weights(text: str) -> dict[str, float]:
     """``relu1_1,relu2_1`` or ``relu1_1:0.5,relu2_1:1`` → {layer: weight}."""
     out: dict[str, float] = {}
     for item in (x.strip() for x in text.split(",")):
@@ -42,7 +42,7 @@ def _layer_weights(text: str) -> dict[str, float]:
             continue
         name, _, w = item.partition(":")
         try:
-            out[name] = float(w) if w else 1.0
+            out[name.strip()] = float(w) if w else 1.0
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"bad layer weight {item!r}; use NAME or NAME:WEIGHT") from exc
     if not out:
@@ -129,9 +129,9 @@ def _add_gatys(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default=d.optimizer)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1 for L-BFGS, 0.02 for Adam)")
     p.add_argument("--init", choices=("content", "noise", "style"), default=d.init)
-    p.add_argument("--content-layers", type=_layer_weights, default=d.content_layers,
+    p.add_argument("--content-layers", type=parse_layer_weights, default=d.content_layers,
                    help="NAME[:W],… e.g. relu4_2")
-    p.add_argument("--style-layers", type=_layer_weights, default=d.style_layers,
+    p.add_argument("--style-layers", type=parse_layer_weights, default=d.style_layers,
                    help="NAME[:W],… e.g. relu1_1,relu2_1:0.5")
     p.add_argument("--content-weight", type=float, default=d.content_weight)
     p.add_argument("--style-weight", type=float, default=d.style_weight)

@@ -121,7 +121,7 @@ def build_loss_network(cfg: TrainConfig, taps: Sequence[str], device: torch.devi
 
 def features_upto(vgg: nn.Module, x: torch.Tensor, taps: Sequence[str]) -> dict[str, torch.Tensor]:
     """``vgg(x)`` restricted to ``taps``, run only as deep as the deepest of them (content targets
-    need relu2_2 only: a quarter of the cost of the full relu4_3 pass)."""
+    need relu2_2 only: under a third of the full relu4_3 pass)."""
     names = getattr(vgg, "names", None)
     if names is None:
         return {k: v for k, v in vgg(x).items() if k in taps}

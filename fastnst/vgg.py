@@ -241,7 +241,7 @@ def load_weights_file(path: str | os.PathLike, preprocessing: str | None = None)
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
-                sd = {k: f.get_tensor(k) for k in f.keys()}
+                sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
         except Exception as exc:  # safetensors raises its own error types
             raise FastNSTError(f"{path} is not a readable safetensors file ({exc}).") from exc
         pre = preprocessing or meta.get("preprocessing", "torchvision")
@@ -395,6 +395,16 @@ def describe(path: Path) -> str:
 
 
 __all__ = [
-    "VGG19_LAYERS", "VGG19Features", "VGGWeights", "Normalize", "load_vgg19", "resolve_weights", "fetch",
-    "keras_h5_to_state_dict", "load_weights_file", "save_weights", "cache_dir", "NO_WEIGHTS_HINT",
+    "NO_WEIGHTS_HINT",
+    "VGG19_LAYERS",
+    "Normalize",
+    "VGG19Features",
+    "VGGWeights",
+    "cache_dir",
+    "fetch",
+    "keras_h5_to_state_dict",
+    "load_vgg19",
+    "load_weights_file",
+    "resolve_weights",
+    "save_weights",
 ]

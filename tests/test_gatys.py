@@ -14,8 +14,8 @@ LAYERS = ["relu1_1", "relu2_1", "relu3_1"]
 
 
 def _cfg(**kw) -> gatys.GatysConfig:
-    base = dict(size=32, steps=8, content_layers={"relu2_1": 1.0}, style_layers=dict.fromkeys(LAYERS, 1.0),
-                style_weight=10.0, tv_weight=0.1)
+    base = {"size": 32, "steps": 8, "content_layers": {"relu2_1": 1.0},
+            "style_layers": dict.fromkeys(LAYERS, 1.0), "style_weight": 10.0, "tv_weight": 0.1}
     base.update(kw)
     return gatys.GatysConfig(**base)
 

@@ -385,10 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gatys(sub)
     sub.add_parser("backbones", help="list feature extractors for gatys").set_defaults(func=_cmd_backbones)
     sub.add_parser("styles", help="list installed style models").set_defaults(func=_cmd_styles)
-    for name in ("_add_train", "_add_stylize", "_add_webcam", "_add_eval"):
-        add = globals().get(name)
-        if add is not None:
-            add(sub)
+    _add_train(sub)
+    _add_stylize(sub)
+    _add_webcam(sub)
+    _add_eval(sub)
     return parser
 
 

@@ -340,6 +340,28 @@ def test_resume_refuses_a_checkpoint_of_another_network(photos, tmp_path):
         train(tiny_config(photos, tmp_path, steps=2, resume=str(tmp_path / "junk.pt")))
 
 
+def test_init_fine_tunes_from_a_style_model_or_checkpoint(photos, tmp_path):
+    from train.loop import train
+
+    base = train(tiny_config(photos, tmp_path, steps=2, out_dir=str(tmp_path / "base"),
+                             output=str(tmp_path / "base.safetensors")))
+    base_sd = load_style(base.output).net.state_dict()
+    for source in (base.output, tmp_path / "base" / "checkpoint.pt"):
+        tuned = train(tiny_config(photos, tmp_path, steps=1, lr=1e-12, out_dir=str(tmp_path / "tuned"),
+                                  output=str(tmp_path / "tuned.safetensors"), init=str(source)))
+        assert tuned.start_step == 0  # a new run: own step count and optimiser
+        sd = load_style(tuned.output).net.state_dict()
+        assert all(torch.allclose(base_sd[k], sd[k]) for k in sd)  # lr ~0: the initial weights
+    fresh = load_style(train(tiny_config(photos, tmp_path, steps=1, lr=1e-12, out_dir=str(tmp_path / "fresh"),
+                                         output=str(tmp_path / "fresh.safetensors"))).output).net.state_dict()
+    assert not all(torch.allclose(base_sd[k], fresh[k]) for k in fresh)  # the check above can fail
+    with pytest.raises(FastNSTError, match="not the requested"):
+        train(tiny_config(photos, tmp_path, steps=1, arch="4,8,8:1", out_dir=str(tmp_path / "other"),
+                          init=str(base.output)))
+    with pytest.raises(FastNSTError, match="does not exist"):
+        train(tiny_config(photos, tmp_path, steps=1, init=str(tmp_path / "none.safetensors")))
+
+
 def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))

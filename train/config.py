@@ -101,6 +101,10 @@ class TrainConfig:
         "'random' = a seeded random VGG19, for tests only"))
     resume: str = field(default="", metadata=_h(
         "continue from a checkpoint: a path, or 'auto' = OUT_DIR/checkpoint.pt when present"))
+    init: str = field(default="", metadata=_h(
+        "start the network from another run's weights (a style model .safetensors or a checkpoint.pt of "
+        "the same architecture), to fine-tune a trained style with new losses or a new painting; the "
+        "optimiser and step count start afresh; ignored when resuming"))
     # The synthetic second frame (train.data): global similarity motion + smooth local deformation.
     flow_shift: float = field(default=6.0, metadata=_h("synthetic flow: max global translation, px"))
     flow_zoom: float = field(default=0.03, metadata=_h("synthetic flow: max relative zoom"))

@@ -40,7 +40,7 @@ from fastnst.errors import FastNSTError
 from fastnst.flow import warp
 from fastnst.images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
 from fastnst.models import PRESETS, Arch, TransformerNet
-from fastnst.styles import save_style
+from fastnst.styles import load_style_file, save_style
 from fastnst.vgg import VGG19Features, load_vgg19
 
 from . import dist
@@ -236,6 +236,21 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def init_weights(net: TransformerNet, path: Path, arch: Arch) -> None:
+    """Load ``net``'s weights from a style model (``.safetensors``) or a training checkpoint."""
+    if not path.is_file():
+        raise FastNSTError(f"--init {path} does not exist.")
+    if path.suffix == ".safetensors":
+        model = load_style_file(path).net
+        found, state = model.arch, model.state_dict()
+    else:
+        ckpt = load_checkpoint(path)
+        found, state = Arch.from_dict(ckpt["arch"]), ckpt["model"]
+    if found != arch:
+        raise FastNSTError(f"--init {path} holds a network {found.to_dict()}, not the requested {arch.to_dict()}.")
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+
+
 def read_log(path: Path, upto_step: int) -> list[dict]:
     """Records of ``log.jsonl`` with ``step ≤ upto_step`` (later ones belong to a run that crashed
     after its last checkpoint and will be redone)."""
@@ -388,6 +403,9 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None) -> T
         start_step, seconds0 = int(state["step"]), float(state.get("seconds", 0.0))
         history = read_log(log_path, start_step)
         _note(info, f"resuming {resume_path} at step {start_step}")
+    elif cfg.init:
+        init_weights(net, Path(cfg.init), arch)
+        _note(info, f"network initialised from {cfg.init}")
     if info.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_log(log_path, history)

@@ -19,7 +19,7 @@ from fastnst.flow import warp
 from fastnst.images import write_image
 from fastnst.models import Arch, TransformerNet
 from fastnst.styles import load_style
-from train.config import JOHNSON_STYLE_LAYERS, TrainConfig, build_parser, parse_config
+from train.config import GATYS_STYLE_LAYERS, TrainConfig, build_parser, parse_config
 from train.data import (
     PairParams,
     StreamSampler,
@@ -79,7 +79,7 @@ def test_parser_is_built_from_the_dataclass():
     cfg = parse_config(["--content", "a", "b", "--style", "s.png"])
     defaults = TrainConfig(content=["a", "b"], style=["s.png"])
     assert cfg == defaults
-    assert cfg.style_layers == JOHNSON_STYLE_LAYERS and cfg.content_layers == {"relu2_2": 1.0}
+    assert cfg.style_layers == GATYS_STYLE_LAYERS and cfg.content_layers == {"relu2_2": 1.0}
     cfg = parse_config(["--content", "a", "--style", "s.png", "--style-layers", "relu1_1:2,relu2_1",
                         "--no-progress", "--temporal-weight", "0", "--image-size", "64", "--amp", "off"])
     assert cfg.style_layers == {"relu1_1": 2.0, "relu2_1": 1.0}

@@ -14,14 +14,17 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from fastnst.cli import parse_layer_weights
 
-# Johnson et al. (2016): content at relu2_2, style at relu1_2, relu2_2, relu3_3, relu4_3. Chosen over
-# Gatys' relu1_1…relu5_1 because the loss network then stops after conv4_3 instead of conv5_1 (no
-# conv4_4, pool4, conv5_1: ~15% less VGG work per pass) and because it is the set the transformation
-# net was designed and tuned with. Default weights (style 3, TV 10, temporal 50, all relative) were
-# chosen on 128 px runs of the fast preset with starry_night: style 10 wiped the content out, style 1
-# stayed washed out; temporal 50 halved E_warp on bikes.mp4 (9.1× → 4.3× the input's floor, 400 steps).
+# Content at relu2_2 (Johnson et al. 2016) keeps edges and small detail; style at Gatys et al.'s
+# relu1_1…relu5_1, the set the Gatys mode and `fastnst eval`'s style distance use. Johnson's style set
+# (relu1_2, relu2_2, relu3_3, relu4_3) saves the conv4_4…conv5_1 work but left the style distance on
+# bikes.mp4 at 0.66 where relu1_1…relu5_1 reached 0.49 in 250 more steps (fast preset, 128 px).
+# Weights are relative (see TrainConfig). Temporal 1000 rather than 50: with style 10, fine-tuning
+# starry_night for 250 steps at temporal 50 / 200 / 1000 gave E_warp 11.4× / 6.5× / 2.5× the input's
+# floor for style distance 0.49 / 0.53 / 0.62: the temporal weight buys most of the flicker back for
+# a little style. Style 10 and TV 10 as in the Gatys mode's sweep.
 JOHNSON_CONTENT_LAYERS = {"relu2_2": 1.0}
 JOHNSON_STYLE_LAYERS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
+GATYS_STYLE_LAYERS = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0}
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 
@@ -53,15 +56,15 @@ class TrainConfig:
         "optimizer steps in total (a resumed run continues up to this number)"))
     lr: float = field(default=1e-3, metadata=_h("Adam learning rate"))
     content_weight: float = field(default=1.0, metadata=_h("weight of the relative content loss"))
-    style_weight: float = field(default=3.0, metadata=_h("weight of the relative style (Gram) loss"))
+    style_weight: float = field(default=10.0, metadata=_h("weight of the relative style (Gram) loss"))
     tv_weight: float = field(default=10.0, metadata=_h(
         "weight of the total-variation loss (mean squared neighbour difference)"))
-    temporal_weight: float = field(default=50.0, metadata=_h(
+    temporal_weight: float = field(default=1000.0, metadata=_h(
         "weight of the two-frame temporal loss (masked MSE between stylize(frame2) and warp(stylize(frame1))); "
         "0 turns the temporal branch off"))
     content_layers: dict[str, float] = field(default_factory=lambda: dict(JOHNSON_CONTENT_LAYERS),
                                              metadata=_h("content taps NAME[:W],…", metavar="LAYERS"))
-    style_layers: dict[str, float] = field(default_factory=lambda: dict(JOHNSON_STYLE_LAYERS),
+    style_layers: dict[str, float] = field(default_factory=lambda: dict(GATYS_STYLE_LAYERS),
                                            metadata=_h("style taps NAME[:W],…", metavar="LAYERS"))
     style_size: int = field(default=512, metadata=_h(
         "longer side of the style image when its Grams are taken; 0 = as is"))

@@ -309,6 +309,27 @@ def test_background_run_stops_on_sigterm_with_a_checkpoint_and_resumes(photos, t
     assert load_style(tmp_path / "bg.st.safetensors").train_config["steps"] == stopped + 2
 
 
+def test_sigterm_to_the_whole_process_group_still_checkpoints(photos, tmp_path):
+    """`kill -- -PGID`, `pkill -f` or a batch scheduler signal the DataLoader workers too."""
+    import signal
+
+    args = [sys.executable, "-m", "train", "--content", str(photos), "--style", str(tmp_path / "stripes.png"),
+            "--arch", "4,8,8:1", "--image-size", "24", "--batch-size", "1", "--vgg-weights", "random",
+            "--device", "cpu", "--workers", "2", "--threads", "1", "--log-every", "1", "--checkpoint-every", "0",
+            "--style-layers", "relu1_2", "--out-dir", str(tmp_path / "pg"), "--output", str(tmp_path / "pg.st"),
+            "--steps", "100000", "--no-progress"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    log = tmp_path / "pg" / "log.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert torch.load(tmp_path / "pg" / "checkpoint.pt", weights_only=True)["step"] >= 3
+
+
 def test_user_errors_are_one_line_and_exit_2(photos, tmp_path, capsys):
     import train
 

@@ -25,6 +25,7 @@ workers or processes, and a resumed run sees exactly what an uninterrupted one w
 
 from __future__ import annotations
 
+import signal
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -257,5 +258,11 @@ def worker_init(_: int) -> None:
 
     OpenCV's thread count is deliberately left alone: ``cv2.setNumThreads`` in a forked child
     deadlocks when the parent had used OpenCV's thread pool (seen with opencv-python 4.x).
+
+    SIGTERM is ignored here: a signal to the whole process group (``kill -- -PGID``, ``pkill -f``, a
+    batch scheduler) would otherwise kill the workers first and crash the main process mid-step,
+    before its SIGTERM handler writes the checkpoint. The main process shuts the workers down itself,
+    and they exit on their own when it dies (PyTorch's worker watchdog).
     """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)

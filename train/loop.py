@@ -236,19 +236,26 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def init_weights(net: TransformerNet, path: Path, arch: Arch) -> None:
+def require_arch(path: Path, found: Arch, found_preset: str | None, arch: Arch, preset: str) -> None:
+    """Refuse weights of another network in one sentence (resume and ``--init`` alike)."""
+    if found != arch:
+        raise FastNSTError(f"{path} holds a {found_preset} network {found.to_dict()}, "
+                           f"not the requested {preset} {arch.to_dict()}.")
+
+
+def init_weights(net: TransformerNet, path: Path, arch: Arch, preset: str) -> None:
     """Load ``net``'s weights from a style model (``.safetensors``) or a training checkpoint."""
     if not path.is_file():
         raise FastNSTError(f"--init {path} does not exist.")
     if path.suffix == ".safetensors":
-        model = load_style_file(path).net
-        found, state = model.arch, model.state_dict()
+        model = load_style_file(path)
+        require_arch(path, model.net.arch, model.preset, arch, preset)
+        state = model.net.state_dict()
     else:
         ckpt = load_checkpoint(path)
-        found, state = Arch.from_dict(ckpt["arch"]), ckpt["model"]
-    if found != arch:
-        raise FastNSTError(f"--init {path} holds a network {found.to_dict()}, not the requested {arch.to_dict()}.")
-    net.load_state_dict({k: v.float() for k, v in state.items()})
+        require_arch(path, Arch.from_dict(ckpt["arch"]), ckpt.get("preset"), arch, preset)
+        state = ckpt["model"]
+    net.load_state_dict(state)  # copies into net's own dtype (shipped models are fp16)
 
 
 def read_log(path: Path, upto_step: int) -> list[dict]:
@@ -390,9 +397,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None) -> T
             raise FastNSTError(f"Checkpoint {resume_path} does not exist.")
     if resume_path is not None:
         state = load_checkpoint(resume_path)
-        if Arch.from_dict(state["arch"]) != arch:
-            raise FastNSTError(f"{resume_path} holds a {state.get('preset')} network {state['arch']}, "
-                               f"not the requested {preset} {arch.to_dict()}.")
+        require_arch(resume_path, Arch.from_dict(state["arch"]), state.get("preset"), arch, preset)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         for group in optimizer.param_groups:  # a changed --lr applies to the continued run
@@ -404,7 +409,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None) -> T
         history = read_log(log_path, start_step)
         _note(info, f"resuming {resume_path} at step {start_step}")
     elif cfg.init:
-        init_weights(net, Path(cfg.init), arch)
+        init_weights(net, Path(cfg.init), arch, preset)
         _note(info, f"network initialised from {cfg.init}")
     if info.main:
         out_dir.mkdir(parents=True, exist_ok=True)

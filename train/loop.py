@@ -26,6 +26,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -311,7 +312,8 @@ def _validate(cfg: TrainConfig) -> None:
 # --- the run ----------------------------------------------------------------------------------------
 
 
-def train(cfg: TrainConfig, *, loss_net: nn.Module | None = None) -> TrainResult:
+def train(cfg: TrainConfig, *, loss_net: nn.Module | None = None,
+          stop: threading.Event | None = None) -> TrainResult:
     """Run (or continue) a training; see the module docstring for the loss.
 
     Writes into ``out_dir``: ``checkpoint.pt`` (every ``checkpoint_every`` steps and at the end),
@@ -319,18 +321,21 @@ def train(cfg: TrainConfig, *, loss_net: nn.Module | None = None) -> TrainResult
     end), ``log.jsonl`` (every ``log_every`` steps: step, content, style, tv, temporal, total,
     images_per_s, seconds) and ``config.json``; finally the style model at ``output``. Under torchrun
     only rank 0 writes. ``loss_net`` replaces the VGG19 (a module returning ``{tap: features}``).
+    ``stop``, once set, ends the run at the next step boundary like Ctrl-C (checkpoint, then
+    ``KeyboardInterrupt``).
     """
     _validate(cfg)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     info = dist.setup(cfg.device)
     try:
-        return _run(cfg, info, loss_net)
+        return _run(cfg, info, loss_net, stop)
     finally:
         dist.teardown(info)
 
 
-def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None) -> TrainResult:
+def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None,
+         stop: threading.Event | None) -> TrainResult:
     from tqdm.auto import tqdm
 
     device = info.device
@@ -514,6 +519,8 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None) -> T
             write_outputs(step, checkpoint=last or bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0),
                           samples=last or bool(cfg.sample_every and step % cfg.sample_every == 0))
             window_t += time.perf_counter() - t_write  # images/s measures training, not file writing
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         if info.main and step > start_step:
             write_outputs(step, checkpoint=True, samples=False)
@@ -534,20 +541,20 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None) -> T
                        history=history)
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m train") -> int:
     """Command-line entry: parse, train, print where the results are. Exit 2 on user errors."""
     cfg = parse_config(argv, prog)
     previous = None
-    try:  # `kill PID` of a background run: stop like Ctrl-C, i.e. checkpoint first
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    stop = threading.Event()
+    # `kill PID` of a background run: stop like Ctrl-C, i.e. checkpoint first. Only a flag here, acted
+    # on between steps: raising from the handler could land mid-step or while a DataLoader batch is
+    # being received from a worker, which then dies printing a traceback.
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     except ValueError:  # not the main thread
         pass
     try:
-        result = train(cfg)
+        result = train(cfg, stop=stop)
     except FastNSTError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
-from fastnst.cli import parse_layer_weights
+from fastnst.argtypes import parse_layer_weights
 
 # Content at relu2_2 (Johnson et al. 2016) keeps edges and small detail; style at Gatys et al.'s
 # relu1_1…relu5_1, the set the Gatys mode and `fastnst eval`'s style distance use. Johnson's style set

@@ -132,15 +132,21 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
 
 
 def _cmd_styles(args: argparse.Namespace) -> int:
-    from .styles import list_styles, read_metadata
+    from .styles import list_styles, read_metadata, user_styles_dir
 
     styles = list_styles()
     if not styles:
-        print("no styles installed; train one with `fastnst train` or set FASTNST_WEIGHTS")
+        print(f"no styles installed; train one with `fastnst train`, or put style files in {user_styles_dir()}")
         return 0
-    for name, path in styles.items():
-        meta = read_metadata(path)
-        print(f"{name:28s} {meta.get('preset', '?'):8s} {meta.get('style_image', '')}  ({path})")
+    width = max(len(n) for n in styles) + 2
+    print(f"{'NAME':{width}s}{'ORIGIN':9s}{'PRESET':9s}STYLE IMAGE")
+    for name, entry in styles.items():
+        try:  # one damaged file in a user folder should not hide the others
+            meta = read_metadata(entry.path)
+            preset, image = meta.get("preset", "?"), meta.get("style_image", "") or "-"
+        except FastNSTError as exc:
+            preset, image = "?", f"unreadable: {exc}"
+        print(f"{name:{width}s}{entry.origin:9s}{preset:9s}{image}  ({entry.path})")
     return 0
 
 
@@ -148,7 +154,21 @@ def _cmd_styles(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import train
+    # The trainer (train/) lives in the source checkout and is not installed: find it beside the
+    # package when fastnst runs from a checkout (editable install) and Python cannot import it.
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parent.parent
+    try:
+        import train
+    except ModuleNotFoundError as exc:
+        if exc.name != "train":
+            raise
+        if not (checkout / "train" / "__main__.py").is_file():
+            raise FastNSTError("`fastnst train` needs a source checkout of fastnst (the trainer is not "
+                               "part of the installed package); run `python -m train` there.") from exc
+        sys.path.insert(0, str(checkout))
+        import train
 
     return train.main(args.train_argv, prog="fastnst train")
 

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(p.name for p in (REPO / "weights").glob("*.safetensors"))
 
 
 def _module_name(path: Path) -> str:
@@ -57,3 +66,66 @@ def test_the_library_does_not_import_the_training_scripts_at_module_level():
     offenders = [f"{_module_name(p)} imports {name}" for p in (REPO / "fastnst").rglob("*.py")
                  for name, top in _imports(p) if top and (name == "train" or name.startswith("train."))]
     assert not offenders, offenders
+
+
+# --------------------------------------------------------------------------------------------------
+# the wheel
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    """``(wheel, source copy)``: the wheel is built from a copy, so no build/ folder lands in the
+    checkout and files other sessions add meanwhile do not race the comparison."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for name in ("fastnst", "weights", "train"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           str(src), "-w", str(out)], check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (whl,) = out.glob("*.whl")
+    return whl, src
+
+
+@pytest.fixture(scope="module")
+def wheel(built) -> Path:
+    return built[0]
+
+
+def test_wheel_carries_the_shipped_styles_and_no_train_package(wheel):
+    assert len(SHIPPED) >= 4
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        for style in SHIPPED:
+            assert z.read(f"fastnst/_weights/{style}") == (REPO / "weights" / style).read_bytes(), style
+        top_level = next(n for n in names if n.endswith(".dist-info/top_level.txt"))
+        assert z.read(top_level).decode().split() == ["fastnst"]
+    assert not [n for n in names if n.split("/")[0] in ("train", "tests", "benchmarks", "weights")]
+
+
+def test_wheel_holds_every_module_of_the_package(built):
+    """The packages are listed in pyproject.toml: a new subpackage must be added there."""
+    wheel, src = built
+    source = {p.relative_to(src).as_posix() for p in (src / "fastnst").rglob("*.py")}
+    with zipfile.ZipFile(wheel) as z:
+        missing = source - set(z.namelist())
+    assert not missing, f"add their packages to [tool.setuptools] packages: {sorted(missing)}"
+
+
+def test_installed_wheel_finds_its_styles_from_another_folder(wheel, tmp_path):
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)  # what pip does with a pure-Python wheel
+    code = ("import json, fastnst.styles as s; "
+            "print(json.dumps({n: [str(e.path), e.origin] for n, e in s.list_styles().items()}))")
+    env = {k: v for k, v in os.environ.items() if k != "FASTNST_WEIGHTS"} | {"PYTHONPATH": str(site)}
+    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads(proc.stdout)
+    assert sorted(f"{n}.safetensors" for n in found) == SHIPPED
+    for path, origin in found.values():
+        assert origin == "shipped" and Path(path).parent == site / "fastnst" / "_weights"

@@ -63,9 +63,10 @@ def test_unwraps_compiled_and_ddp_style_wrappers(tmp_path):
 def test_registry_by_name(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTNST_WEIGHTS", str(tmp_path))
     save_style(tmp_path / "mosaic_fast.safetensors", _net(), style_name="mosaic", preset="fast")
-    assert list_styles()["mosaic_fast"] == tmp_path / "mosaic_fast.safetensors"
+    entry = list_styles()["mosaic_fast"]
+    assert entry.path == tmp_path / "mosaic_fast.safetensors" and entry.origin == "env"
     assert resolve_style("mosaic_fast") == tmp_path / "mosaic_fast.safetensors"
-    assert load_style("mosaic_fast").name == "mosaic"
+    assert load_style("mosaic_fast").name == "mosaic_fast"  # the name it is picked by, not the recorded one
     with pytest.raises(FastNSTError, match="Unknown style"):
         resolve_style("nope_fast")
 

@@ -34,6 +34,11 @@ from .conftest import smooth_image
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _checkout_env() -> dict[str, str]:
+    """`python -m train` runs from a checkout (train/ is not installed): from another folder, point at it."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny convolutions on a CPU shared with other jobs run ~10× faster single-threaded."""
@@ -290,7 +295,7 @@ def test_background_run_stops_on_sigterm_with_a_checkpoint_and_resumes(photos, t
             "--arch", "4,8,8:1", "--image-size", "24", "--batch-size", "1", "--vgg-weights", "random",
             "--device", "cpu", "--workers", "0", "--threads", "1", "--log-every", "1", "--checkpoint-every", "0",
             "--style-layers", "relu1_2", "--out-dir", str(tmp_path / "bg"), "--output", str(tmp_path / "bg.st")]
-    proc = subprocess.Popen(args + ["--steps", "100000"], cwd=tmp_path, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(args + ["--steps", "100000"], cwd=tmp_path, env=_checkout_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     log = tmp_path / "bg" / "log.jsonl"
     deadline = time.monotonic() + 60
@@ -303,6 +308,7 @@ def test_background_run_stops_on_sigterm_with_a_checkpoint_and_resumes(photos, t
     stopped = state["step"]
     assert stopped >= 2 and "--resume auto" in err
     rc = subprocess.run(args + ["--steps", str(stopped + 2), "--resume", "auto", "--no-progress"], cwd=tmp_path,
+                        env=_checkout_env(),
                         check=False, capture_output=True, text=True, timeout=120)
     assert rc.returncode == 0, rc.stderr[-2000:]
     assert [r["step"] for r in _log(tmp_path / "bg")] == list(range(1, stopped + 3))
@@ -318,7 +324,7 @@ def test_sigterm_to_the_whole_process_group_still_checkpoints(photos, tmp_path):
             "--device", "cpu", "--workers", "2", "--threads", "1", "--log-every", "1", "--checkpoint-every", "0",
             "--style-layers", "relu1_2", "--out-dir", str(tmp_path / "pg"), "--output", str(tmp_path / "pg.st"),
             "--steps", "100000", "--no-progress"]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(args, cwd=tmp_path, env=_checkout_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     log = tmp_path / "pg" / "log.jsonl"
     deadline = time.monotonic() + 60

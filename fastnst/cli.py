@@ -367,6 +367,51 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 # <<< eval subcommand
 
 
+# >>> export / info subcommands (issue 16)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_style
+
+    res = export_style(args.style, args.output, force=args.force, opset=args.opset)
+    what = f"ONNX opset {res.opset}" if res.opset else "torch.export program"
+    print(f"wrote {res.path}  ({what}, style {res.style_name}; RGB float32 [0,1] NCHW in and out, "
+          "dynamic batch/height/width)")
+    if res.psnr:
+        print("checked against PyTorch: " + ", ".join(f"{w}x{h} {p:.0f} dB" for (h, w), p in res.psnr.items()))
+    for note in res.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    from .info import collect, format_report
+
+    info = collect()
+    print(json.dumps(info, indent=2) if args.json else format_report(info))
+    return 0
+
+
+def _add_export_info(sub: argparse._SubParsersAction) -> None:
+    from .export import DEFAULT_OPSET
+
+    p = sub.add_parser("export", help="export a style network to ONNX (.onnx) or torch.export (.pt2)",
+                       formatter_class=HelpFormatter)
+    p.add_argument("style", help="style name (see `fastnst styles`) or .safetensors path")
+    p.add_argument("-o", "--output", required=True, help="model.onnx or model.pt2")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (17 or newer)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.set_defaults(func=_cmd_export)
+    i = sub.add_parser("info", help="versions, devices, VGG cache, styles and encoders (for bug reports)")
+    i.add_argument("--json", action="store_true", help="print JSON instead of text")
+    i.set_defaults(func=_cmd_info)
+
+
+# <<< export / info subcommands
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastnst", description="Real-time neural style transfer for video.")
     parser.add_argument("--version", action="version", version=f"fastnst {__version__}")
@@ -379,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stylize(sub)
     _add_webcam(sub)
     _add_eval(sub)
+    _add_export_info(sub)
     return parser
 
 

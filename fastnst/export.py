@@ -1,0 +1,221 @@
+"""Exporting a style network for deployment without fastnst: ONNX (opset ≥ 17) and ``torch.export`` (.pt2).
+
+The exported model has the :class:`fastnst.Stylizer` tensor convention: input ``(B,3,H,W)`` float32
+RGB in ``[0,1]``, output the same shape, clamped to ``[0,1]`` inside the graph. Batch, height and
+width are dynamic; the network's pad-to-a-multiple-of-4 runs inside the graph, so any
+``H, W ≥ MIN_SIDE`` works.
+
+Why a wrapper instead of exporting :class:`~fastnst.models.TransformerNet` as is: its ``forward``
+chooses the padding with Python ``if``/``max`` on the input size, which a tracer freezes to the
+example's size (a model exported at 64×96 would then mis-pad 61×97 inputs), and its final slice
+makes ``torch.export`` guard on "padding is non-zero". :class:`ExportNet` computes the same padding
+with arithmetic only and crops with ``index_select``, so one graph serves every size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import FastNSTError
+
+SUFFIXES = (".onnx", ".pt2")
+DEFAULT_OPSET = 17
+# The first layer's 9×9 reflection pad needs more than 4 px; the graph has no replicate fallback.
+MIN_SIDE = 5
+INPUT_NAME, OUTPUT_NAME = "input", "output"
+
+
+class ExportNet(nn.Module):
+    """A :class:`TransformerNet` made export-friendly: ``(B,3,H,W)`` float32 ``[0,1]`` → same shape,
+    clamped to ``[0,1]``; ``H, W ≥ MIN_SIDE``. Numerically the net's eval-mode ``forward``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        # (-h) % 4 equals TransformerNet's max((-h) % 4, 8 - h) for every h ≥ 5, without a branch.
+        x = F.pad(x, (0, (-w) % 4, 0, (-h) % 4), mode="reflect")
+        n = self.net
+        y = n.decoder(n.residuals(n.encoder(x))).clamp(0.0, 1.0)
+        rows = torch.arange(h, device=y.device)
+        cols = torch.arange(w, device=y.device)
+        return y.index_select(2, rows).index_select(3, cols)
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_style` wrote. ``psnr`` maps a checked input size ``(H, W)`` to the exported
+    model's PSNR (dB) against PyTorch's output; empty when no runtime was available to check."""
+
+    path: Path
+    format: str
+    style_name: str
+    opset: int | None = None
+    psnr: dict[tuple[int, int], float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def temp_path(path: Path) -> Path:
+    """Hidden temporary name next to ``path`` (same folder, so the final rename is atomic)."""
+    return path.with_name(f".{path.stem}.part{path.suffix}")
+
+
+def _check_output(path: Path, force: bool) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise FastNSTError(f"Cannot export to {suffix or 'a file without an extension'}; use .onnx or .pt2.")
+    if path.is_dir():
+        raise FastNSTError(f"Output {path} is a folder; give a file name such as {path / 'model'}{suffix}.")
+    if path.exists() and not force:
+        raise FastNSTError(f"{path} already exists; pass --force to overwrite it.")
+    return suffix
+
+
+def _example(batch: int = 2, h: int = 61, w: int = 97) -> torch.Tensor:
+    # Batch 2 and sizes not a multiple of 4: sizes of 1 or padding of 0 would be specialised by export.
+    return torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two images in ``[0,1]`` (capped at 200 dB for identical images)."""
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return 200.0 if mse <= 1e-20 else float(10 * torch.log10(torch.tensor(1.0 / mse)))
+
+
+def _export_onnx(model: ExportNet, tmp: Path, opset: int) -> None:
+    dyn = {0: "batch", 2: "height", 3: "width"}
+    kwargs = dict(opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                  dynamic_axes={INPUT_NAME: dyn, OUTPUT_NAME: dyn})
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but needs no onnxscript and takes seconds, not half a
+        # minute; the graph is traced from arithmetic on the input size, so it stays dynamic.
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, (_example(),), str(tmp), dynamo=False, **kwargs)
+            return
+        except (TypeError, RuntimeError, NotImplementedError) as exc:
+            legacy_error = exc
+        try:
+            d = torch.export.Dim.DYNAMIC
+            torch.onnx.export(model, (_example(),), str(tmp), dynamo=True, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_shapes={"x": {0: d, 2: d, 3: d}}, external_data=False, verbose=False)
+        except ImportError as exc:
+            raise FastNSTError(f"ONNX export needs the onnx extra: pip install 'fastnst[onnx]' ({exc}).") from exc
+        except Exception as exc:
+            raise FastNSTError(f"ONNX export failed ({legacy_error}; then {exc}).") from exc
+
+
+def _add_onnx_metadata(tmp: Path, meta: dict[str, str]) -> None:
+    try:
+        import onnx
+    except ImportError:
+        return
+    model = onnx.load(str(tmp))
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp))
+
+
+def _onnx_runner(path: Path):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0])
+
+
+def _export_pt2(model: ExportNet, tmp: Path) -> None:
+    d = torch.export.Dim.DYNAMIC
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.export.export(model, (_example(),), dynamic_shapes={"x": {0: d, 2: d, 3: d}})
+        except Exception as exc:
+            raise FastNSTError(f"torch.export could not capture this network ({type(exc).__name__}).") from exc
+        torch.export.save(program, str(tmp))
+
+
+def _pt2_runner(path: Path):
+    module = torch.export.load(str(path)).module()
+    return lambda x: module(x).detach()
+
+
+def export_style(style, output: str | os.PathLike, *, force: bool = False, opset: int = DEFAULT_OPSET,
+                 check_sizes: tuple[tuple[int, int], ...] = ((72, 128), (61, 97))) -> ExportResult:
+    """Export a style network (name, ``.safetensors`` path, :class:`~fastnst.styles.StyleModel` or
+    :class:`~fastnst.models.TransformerNet`) to ``output`` (``.onnx`` or ``.pt2``), fp32 on the CPU.
+
+    The file is written under a temporary name, checked (the exported model is run at
+    ``check_sizes`` and compared with PyTorch: below 40 dB PSNR it is rejected; ONNX is checked only
+    when onnxruntime is installed), then renamed. An existing ``output`` is refused unless ``force``.
+    """
+    from .styles import StyleModel, load_style
+
+    path = Path(output)
+    suffix = _check_output(path, force)
+    if opset < 17:
+        raise FastNSTError(f"--opset must be 17 or newer (InstanceNormalization with dynamic sizes), got {opset}.")
+    if isinstance(style, StyleModel):
+        net, name = style.net, style.name
+    elif isinstance(style, nn.Module):
+        net, name = style, type(style).__name__
+    else:
+        loaded = load_style(style, device="cpu")
+        net, name = loaded.net, loaded.name
+    import copy
+
+    model = ExportNet(copy.deepcopy(net).float().cpu().eval().requires_grad_(False)).eval()
+    result = ExportResult(path, suffix[1:], name, opset if suffix == ".onnx" else None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        if suffix == ".onnx":
+            _export_onnx(model, tmp, opset)
+            from . import __version__
+
+            _add_onnx_metadata(tmp, {"style_name": name, "fastnst_version": __version__,
+                                     "convention": "RGB float32 [0,1] NCHW in and out"})
+            run = _onnx_runner(tmp)
+            if run is None:
+                result.notes.append("onnxruntime is not installed: the exported model was not run")
+        else:
+            _export_pt2(model, tmp)
+            run = _pt2_runner(tmp)
+        if run is not None:
+            _check_parity(model, run, check_sizes, result)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return result
+
+
+def _check_parity(model: ExportNet, run, sizes, result: ExportResult) -> None:
+    for h, w in sizes:
+        x = _example(1, h, w)
+        with torch.inference_mode():
+            ref = model.net(x)
+        got = run(x)
+        if tuple(got.shape) != tuple(ref.shape):
+            raise FastNSTError(f"The exported model returned shape {tuple(got.shape)} for {tuple(x.shape)}.")
+        result.psnr[(h, w)] = psnr(got, ref)
+        if result.psnr[(h, w)] < 40:
+            raise FastNSTError(f"The exported model differs from PyTorch at {w}x{h} "
+                               f"(PSNR {result.psnr[(h, w)]:.1f} dB < 40); nothing was written.")
+
+
+__all__ = ["DEFAULT_OPSET", "MIN_SIDE", "SUFFIXES", "ExportNet", "ExportResult", "export_style", "psnr"]

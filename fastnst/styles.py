@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -166,7 +166,9 @@ def save_style(
 def _write_atomic(dest: Path, chunks) -> None:
     """Write ``chunks`` (bytes) to a temporary file beside ``dest``, then rename it over ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.", suffix=".part")
+    tmp = dest.with_name(f".{dest.stem}.{secrets.token_hex(4)}.part")
+    # os.open, not mkstemp: the file gets the usual permissions (0666 less the umask), not 0600
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:

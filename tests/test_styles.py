@@ -236,7 +236,7 @@ class _BuildRecorder:
     """Stands in for TransformerNet in fastnst.models: records the device each net is built on."""
 
     def __init__(self, monkeypatch):
-        import fastnst.models as models
+        from fastnst import models
 
         self.devices: list[str] = []
         real = models.TransformerNet
@@ -272,7 +272,7 @@ def test_declared_architecture_is_checked_against_the_header_before_building(tmp
 
 
 def test_parameter_cap(tmp_path, monkeypatch):
-    import fastnst.styles as styles
+    from fastnst import styles
 
     path = save_style(tmp_path / "s", _net(), style_name="s")
     monkeypatch.setattr(styles, "MAX_PARAMETERS", 100)
@@ -308,7 +308,7 @@ def test_rewrite_metadata_keeps_the_tensors_bit_identical(tmp_path):
 
 
 def test_user_styles_dir_follows_fastnst_home_then_the_platform(monkeypatch, tmp_path):
-    import fastnst.styles as styles
+    from fastnst import styles
 
     monkeypatch.setenv("FASTNST_HOME", str(tmp_path / "fh"))
     assert user_styles_dir() == tmp_path / "fh" / "styles"
@@ -381,7 +381,7 @@ def test_install_style_takes_only_safe_file_stems(tmp_path, name):
 
 
 def test_install_style_that_fails_midway_leaves_nothing(tmp_path, monkeypatch):
-    import fastnst.styles as styles
+    from fastnst import styles
 
     src = save_style(tmp_path / "trained", _net(), style_name="t")
 

@@ -94,8 +94,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _export_onnx(model: ExportNet, tmp: Path, opset: int) -> None:
     dyn = {0: "batch", 2: "height", 3: "width"}
-    kwargs = dict(opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                  dynamic_axes={INPUT_NAME: dyn, OUTPUT_NAME: dyn})
+    kwargs = {"opset_version": opset, "input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME],
+              "dynamic_axes": {INPUT_NAME: dyn, OUTPUT_NAME: dyn}}
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated but needs no onnxscript and takes seconds, not half a
         # minute; the graph is traced from arithmetic on the input size, so it stays dynamic.

@@ -15,6 +15,7 @@ from . import __version__
 from .argtypes import HelpFormatter, parse_layer_weights
 from .argtypes import floats as _floats
 from .errors import FastNSTError
+from .options import DEFAULT_PRESET, DEFAULT_STABILIZE, MIN_WORK_SIZE
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -197,6 +198,28 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _work_size(text: str) -> int:
+    if text.strip().lower() in ("full", "0"):
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels or 'full', not {text!r}") from None
+    if value < MIN_WORK_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_WORK_SIZE} px (or 0/'full'), not {value}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {text}")
+    return value
+
+
 def _seconds(text: str) -> float:
     """``12.5``, ``1:05`` or ``0:01:05.5`` → seconds."""
     try:
@@ -217,8 +240,9 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     # Video options are ignored for images and folders.
     res = stylize_path(
         args.input, args.output, args.style, device=args.device, dtype=args.dtype, max_size=args.max_size,
-        scale=args.scale, progress=not args.quiet, batch_size=args.batch_size, codec=args.codec, crf=args.crf,
-        preset=args.preset, start=args.start, duration=args.duration, threads=args.threads,
+        scale=args.scale, work_size=args.work_size, progress=not args.quiet, batch_size=args.batch_size,
+        codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, duration=args.duration,
+        threads=args.threads, stabilize=args.stabilize, force=args.force,
     )
     v = res.video
     if v is None:
@@ -243,19 +267,26 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
                                                   "(default: the default shipped style)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-                   help="network precision (auto: fp16 on CUDA, fp32 on CPU)")
+                   help="network precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")
     p.add_argument("--max-size", type=int, default=None, help="downscale so the longer side is at most N px")
+    p.add_argument("--work-size", type=_work_size, default=None, metavar="N",
+                   help="network resolution: short side in px (default: the style's own; 0 or 'full': full "
+                        "resolution); the result is upsampled edge-aware to the output size")
     p.add_argument("--scale", type=_positive_float, default=None,
-                   help="run the network at this factor of the resolution (<1: bigger brush strokes)")
+                   help="run the network at this factor of the resolution instead (<1: bigger brush strokes)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     v = p.add_argument_group("video")
     v.add_argument("--start", type=_seconds, default=None, help="start time (s or [HH:]MM:SS)")
     v.add_argument("--duration", type=_seconds, default=None, help="segment length (s or [HH:]MM:SS)")
     v.add_argument("--batch-size", type=int, default=None, help="frames per batch (default: 8 on CUDA, 1 on CPU)")
     v.add_argument("--codec", default="libx264", help="video encoder")
     v.add_argument("--crf", type=int, default=18, help="x264/x265 quality (lower is better)")
-    v.add_argument("--preset", default="medium", help="x264/x265 speed preset")
+    v.add_argument("--preset", default=DEFAULT_PRESET, help="x264/x265 speed preset")
+    v.add_argument("--stabilize", type=_unit_float, default=None, metavar="0..1",
+                   help=f"blend the previous frame along the input's motion against flicker "
+                        f"(default {DEFAULT_STABILIZE}; 0: off)")
     v.add_argument("--threads", type=int, default=None,
-                   help="PyTorch CPU threads (default: all cores but one, left to decoding/encoding)")
+                   help="PyTorch CPU threads (default: measured over the first frames)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_stylize)
 
@@ -269,10 +300,12 @@ def _cmd_webcam(args: argparse.Namespace) -> int:
 
     res = run_webcam(
         args.style or [None], camera=args.camera, device=args.device, dtype=args.dtype, max_size=args.max_size,
-        scale=args.scale, record=args.record, snapshot_dir=args.snapshot_dir, show=not args.no_window,
-        max_frames=args.max_frames or None, side_by_side=args.side_by_side,
+        scale=args.scale, work_size=args.work_size, stabilize=args.stabilize, record=args.record,
+        snapshot_dir=args.snapshot_dir, show=not args.no_window, max_frames=args.max_frames or None,
+        side_by_side=args.side_by_side, threads=args.threads,
     )
-    print(f"{res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} fps)")
+    latency = f", median latency {res.latency_ms:.0f} ms" if res.latency_ms is not None else ""
+    print(f"{res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} fps{latency})")
     for snap in res.snapshots:
         print(f"snapshot: {snap}")
     if res.record is not None:
@@ -292,6 +325,11 @@ def _add_webcam(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     p.add_argument("--max-size", type=int, default=640, help="downscale frames so the longer side is at most N px")
     p.add_argument("--scale", type=_positive_float, default=None, help="network resolution factor")
+    p.add_argument("--work-size", type=_work_size, default=None, metavar="N",
+                   help="network resolution: short side in px (default: the style's own; 0/'full': full)")
+    p.add_argument("--stabilize", type=_unit_float, default=None, metavar="0..1",
+                   help=f"flicker reduction along the input's motion (default {DEFAULT_STABILIZE}; 0: off)")
+    p.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads (default: measured)")
     p.add_argument("--record", default=None, help="also record the stylized stream to this video file")
     p.add_argument("--snapshot-dir", default=".", help="where the s key saves snapshots")
     p.add_argument("--side-by-side", action="store_true", help="start with input and output side by side")

@@ -1,5 +1,6 @@
-"""Live style transfer: an OpenCV capture thread that keeps only the newest frame, a display loop
-with an FPS overlay and keys, optional recording.
+"""Live style transfer in three stages — capture, network, display/record — each in its own thread
+with a one-frame hand-over where the newest frame wins; an overlay with fps and capture-to-display
+latency, keys, optional recording.
 
 The source is a camera index, a video file or a stream URL (so it runs without a camera). Cameras
 buffer several frames (V4L2): reading them in a thread and dropping all but the newest keeps the
@@ -40,6 +41,8 @@ class WebcamResult:
     fps: float
     snapshots: list[Path] = field(default_factory=list)
     record: Path | None = None
+    latency_ms: float | None = None  # median capture-to-display latency
+    threads: int | None = None
 
 
 @dataclass
@@ -126,6 +129,8 @@ class FrameGrabber:
         self.max_size = max_size
         self._cond = threading.Condition()
         self._frame: np.ndarray | None = None
+        self._time = 0.0  # perf_counter() when the newest frame was captured (for latency)
+        self.captured_at = 0.0
         self._seq = 0
         self._taken = 0
         self._ended = False
@@ -151,7 +156,7 @@ class FrameGrabber:
                 with self._cond:
                     if self.lossless:  # wait until the consumer has taken the previous frame
                         self._cond.wait_for(lambda: self._taken >= self._seq or self._stop.is_set())
-                    self._frame, self._seq = rgb, self._seq + 1
+                    self._frame, self._seq, self._time = rgb, self._seq + 1, time.perf_counter()
                     self._cond.notify_all()
                 if self.period:
                     due += self.period
@@ -176,6 +181,7 @@ class FrameGrabber:
                 raise FastNSTError(f"Reading from {self.source} failed: {self._error}") from self._error
             if self._seq > after and self._frame is not None:
                 self._taken = self._seq
+                self.captured_at = self._time
                 self._cond.notify_all()
                 return self._seq, self._frame
             return None
@@ -228,6 +234,133 @@ def overlay(view: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     return img
 
 
+@dataclass
+class Styled:
+    """A stylized frame handed from the network stage to the display stage."""
+
+    seq: int
+    original: np.ndarray
+    image: np.ndarray
+    captured_at: float
+    style: int
+
+
+class NetworkStage:
+    """Thread: stylizes the newest captured frame with the current style (``state.style``) and offers
+    the result in a one-slot hand-over where the newest wins, so a slow display never makes the
+    network fall behind the camera. ``lossless`` (files read with ``realtime=False``): every result is
+    kept until taken. One :class:`fastnst.stabilize.Stabilizer` per stream, reset on style changes."""
+
+    def __init__(self, grabber: FrameGrabber, stylizers: Sequence, state: ViewState, *, stabilize: float,
+                 tuner, lossless: bool) -> None:
+        from .stabilize import Stabilizer
+
+        self.grabber, self.stylizers, self.state, self.tuner = grabber, stylizers, state, tuner
+        self.stabilizer = Stabilizer(stabilize) if stabilize > 0 else None
+        self.lossless = lossless
+        self._cond = threading.Condition()
+        self._slot: Styled | None = None
+        self._made = 0
+        self._taken = 0
+        self._ended = False
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fastnst-network", daemon=True)
+        self._thread.start()
+
+    def _stylize(self, seq: int, rgb: np.ndarray, captured_at: float, style: int) -> Styled:
+        if self.stabilizer is not None and style != getattr(self, "_style", style):
+            self.stabilizer.reset()
+        self._style = style
+        return Styled(seq, rgb, self.stylizers[style](rgb, self.stabilizer), captured_at, style)
+
+    def _run(self) -> None:
+        seq = 0
+        try:
+            while not self._stop.is_set() and (got := self.grabber.read(seq)) is not None:
+                seq, rgb = got
+                item = self._stylize(seq, rgb, self.grabber.captured_at, self.state.style)
+                self.tuner.tick()
+                with self._cond:
+                    if self.lossless:
+                        self._cond.wait_for(lambda: self._taken >= self._made or self._stop.is_set())
+                    self._slot, self._made = item, self._made + 1
+                    self._cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by take()
+            self._error = exc
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
+
+    def take(self, timeout: float = 10.0) -> Styled | None:
+        """The newest result not yet taken; waits for it. None when the source has ended."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._made > self._taken or self._ended, timeout=timeout)
+            if self._made > self._taken and self._slot is not None:  # a finished frame goes out first
+                self._taken = self._made
+                self._cond.notify_all()
+                return self._slot
+            if self._error is not None:
+                raise self._error
+            return None
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=10)
+
+
+def _show(cv2, view: np.ndarray, lines: list[str], state: ViewState) -> bool:
+    """Draw one frame in the window and apply the key pressed; False when the window was closed."""
+    cv2.imshow(WINDOW, cv2.cvtColor(overlay(view, lines), cv2.COLOR_RGB2BGR))
+    handle_key(state, cv2.waitKey(1))
+    return cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) >= 1
+
+
+@dataclass
+class _Display:
+    """The display/record stage's state (main thread: OpenCV windows must live there)."""
+
+    record: Path | None
+    snapshot_dir: Path
+    show: bool
+    t0: float = field(default_factory=time.perf_counter)
+    writer: object = None
+    snapshots: list[Path] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    meter: FpsMeter = field(default_factory=FpsMeter)
+    n: int = 0
+
+    def handle(self, item: Styled, state: ViewState, names: Sequence[str]) -> bool:
+        """Record, snapshot and show one stylized frame; False when the user closed the window."""
+        from .images import write_image
+        from .video import VideoWriter
+
+        out = item.image
+        if self.record is not None:
+            if self.writer is None:
+                self.writer = VideoWriter(self.record, out.shape[1], out.shape[0], fps=30, time_base=_MS,
+                                          preset="veryfast")
+            self.writer.write(out, round((time.perf_counter() - self.t0) * 1000))
+        self.n += 1
+        fps = self.meter.tick()
+        self.latencies.append(time.perf_counter() - item.captured_at)
+        view = compose(item.original, out, state.side_by_side)
+        if state.snapshot:
+            state.snapshot = False
+            name = f"fastnst_{time.strftime('%Y%m%d_%H%M%S')}_{self.n:05d}.png"
+            self.snapshots.append(write_image(self.snapshot_dir / name, view))
+        if not self.show:
+            return True
+        import cv2
+
+        lines = [(f"{fps:5.1f} fps  {1000 * self.latencies[-1]:4.0f} ms  "
+                 f"{names[item.style]} ({item.style + 1}/{len(names)})")]
+        return _show(cv2, view, lines, state)
+
+
 def run_webcam(
     styles: Sequence,
     *,
@@ -236,6 +369,8 @@ def run_webcam(
     dtype=None,
     max_size: int | None = 640,
     scale: float | None = None,
+    work_size: int | None = None,
+    stabilize: float | None = None,
     record: str | os.PathLike | None = None,
     snapshot_dir: str | os.PathLike = ".",
     show: bool = True,
@@ -246,16 +381,20 @@ def run_webcam(
 ) -> WebcamResult:
     """Stylize a live source until ``q``/Esc, its end, or ``max_frames`` frames.
 
+    Three stages, each in its own thread with a one-frame hand-over where the newest frame wins:
+    capture (:class:`FrameGrabber`), network (:class:`NetworkStage`: working resolution, network,
+    stabilisation, edge-aware upsampling) and display/record (this thread). The slowest stage sets
+    the rate and latency stays at about one frame per stage.
+
     ``styles``: style names/paths/models (``None`` = the default style); keys switch between them.
     ``record``: also write the stylized frames to this video file, with their wall-clock timestamps
     (kept when the run is stopped with q, Esc or Ctrl-C; removed if it fails).
     ``show=False`` runs without a window (tests, servers). ``realtime``: see :class:`FrameGrabber`.
-    ``threads``: PyTorch CPU threads (see :func:`fastnst.pipeline.set_cpu_threads`).
+    ``threads``: PyTorch CPU threads (default: measured over the first frames).
     """
     from .devices import pick_device
-    from .images import write_image
-    from .pipeline import Stylizer, set_cpu_threads
-    from .video import VideoWriter
+    from .options import DEFAULT_STABILIZE
+    from .stylizer import Stylizer, ThreadTuner
 
     if not styles:
         raise FastNSTError("Give at least one --style.")
@@ -263,73 +402,50 @@ def run_webcam(
         check_gui()
     dev = pick_device(device) if not hasattr(device, "type") else device
     # All styles are loaded up front so switching is instant.
-    stylizers = [Stylizer(s, device=dev, dtype=dtype, scale=scale) for s in styles]
+    stylizers = [Stylizer(s, device=dev, dtype=dtype, scale=scale, work_size=work_size) for s in styles]
+    strength = DEFAULT_STABILIZE if stabilize is None else float(stabilize)
+    if not 0.0 <= strength <= 1.0:
+        raise FastNSTError(f"--stabilize must be between 0 and 1, got {stabilize}.")
     state = ViewState(len(stylizers), side_by_side=side_by_side)
-    restore_threads = set_cpu_threads(dev, threads)
-    try:
-        grabber = FrameGrabber(camera, realtime=realtime, max_size=max_size)
-    except BaseException:
-        restore_threads()
-        raise
-    writer: VideoWriter | None = None
-    snapshots: list[Path] = []
-    meter = FpsMeter()
-    n = 0
-    seq = 0
-    t0 = time.perf_counter()
+    display = _Display(Path(record) if record is not None else None, Path(snapshot_dir), show)
+    tuner = ThreadTuner(dev, threads)
+    grabber = net = None
     window_open = False
     try:
         import cv2
 
+        grabber = FrameGrabber(camera, realtime=realtime, max_size=max_size)
+        net = NetworkStage(grabber, stylizers, state, stabilize=strength, tuner=tuner, lossless=grabber.lossless)
         if show:
             try:
                 cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
             except cv2.error as exc:
                 raise FastNSTError(f"OpenCV cannot open a window ({exc}); use --no-window with --record.") from exc
             window_open = True
-        while not state.quit:
-            got = grabber.read(seq)
-            if got is None:
-                break
-            seq, rgb = got
-            stylizer = stylizers[state.style]
-            out = stylizer(rgb)
-            if record is not None:
-                if writer is None:
-                    writer = VideoWriter(Path(record), out.shape[1], out.shape[0], fps=30,
-                                         time_base=_MS, preset="veryfast")
-                writer.write(out, round((time.perf_counter() - t0) * 1000))
-            n += 1
-            fps = meter.tick()
-            view = compose(rgb, out, state.side_by_side)
-            if state.snapshot:
-                state.snapshot = False
-                name = f"fastnst_{time.strftime('%Y%m%d_%H%M%S')}_{n:05d}.png"
-                snapshots.append(write_image(Path(snapshot_dir) / name, view))
-            if show:
-                shown = overlay(view, [f"{fps:5.1f} fps  {stylizer.name} ({state.style + 1}/{len(stylizers)})"])
-                cv2.imshow(WINDOW, cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
-                handle_key(state, cv2.waitKey(1))
-                if cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
-                    break  # the window was closed with the mouse
-            if max_frames and n >= max_frames:
+        names = [s.name for s in stylizers]
+        while not state.quit and (item := net.take()) is not None:
+            if not display.handle(item, state, names) or (max_frames and display.n >= max_frames):
                 break
     except KeyboardInterrupt:
         pass  # Ctrl-C is the stop button of a headless run: keep what was recorded
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        if display.writer is not None:
+            display.writer.abort()
         raise
     finally:
-        grabber.close()
-        restore_threads()
+        for stage in (net, grabber):
+            if stage is not None:
+                stage.close()
+        tuner.restore()
         if window_open:
             cv2.destroyWindow(WINDOW)
             cv2.waitKey(1)
-    recorded = writer.close() if writer is not None else None
-    seconds = time.perf_counter() - t0
-    return WebcamResult(n, seconds, n / max(seconds, 1e-9), snapshots, recorded)
+    recorded = display.writer.close() if display.writer is not None else None
+    seconds = time.perf_counter() - display.t0
+    latency = float(np.median(display.latencies)) * 1000 if display.latencies else None
+    return WebcamResult(display.n, seconds, display.n / max(seconds, 1e-9), display.snapshots, recorded,
+                        latency_ms=latency, threads=tuner.chosen)
 
 
-__all__ = ["FpsMeter", "FrameGrabber", "ViewState", "WebcamResult", "check_gui", "compose", "handle_key", "overlay",
+__all__ = ["FpsMeter", "FrameGrabber", "NetworkStage", "Styled", "ViewState", "WebcamResult", "check_gui", "compose", "handle_key", "overlay",
            "run_webcam"]

@@ -238,11 +238,11 @@ def test_interrupted_run_leaves_no_file(tmp_path: Path, tiny_model: Path, monkey
     real = Stylizer.stylize_uint8
     calls = {"n": 0}
 
-    def flaky(self, frames):
+    def flaky(self, frames, *args):
         calls["n"] += 1
         if calls["n"] == 3:
             raise exc("injected")
-        return real(self, frames)
+        return real(self, frames, *args)
 
     monkeypatch.setattr(Stylizer, "stylize_uint8", flaky)
     with pytest.raises(exc):

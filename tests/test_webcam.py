@@ -118,11 +118,11 @@ def test_ctrl_c_stops_and_keeps_the_recording(tmp_path: Path, two_styles: list[P
     real = Stylizer.__call__
     calls = {"n": 0}
 
-    def interrupt_on_fourth(self, x):
+    def interrupt_on_fourth(self, x, *args):
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
-        return real(self, x)
+        return real(self, x, *args)
 
     monkeypatch.setattr(Stylizer, "__call__", interrupt_on_fourth)
     rec = tmp_path / "rec.mkv"

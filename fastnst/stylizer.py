@@ -1,0 +1,238 @@
+"""The frame engine's stages around one style network: prepare (resize to the working resolution) →
+network → (stabilise, by the caller) → upsample (edge-aware, to the output size).
+
+Why a working resolution: a style network paints strokes of the size it was trained at (its crop
+size and style-image size). Run at a frame's full resolution, those strokes shrink to a fine texture
+and the result reads as a colour filter; and the cost grows with every output pixel. So the network
+runs at the working resolution recorded for the style (or derived from its training size), and the
+result comes back to the output size with a guided filter that restores the input's edges
+(:mod:`fastnst.upsample`). ``work_size=0`` or ``scale=1`` runs at full resolution.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .devices import autocast, parse_dtype, pick_device
+from .errors import FastNSTError
+from .images import resize_max
+from .options import DEFAULT_WORK_SIZE, MIN_WORK_SIZE
+from .upsample import UPSAMPLERS, resize, upsample
+
+# The trainer crops a random square of 60–100 % of a photo's short side (mean 80 %) and resizes it to
+# the crop size, so a crop of S px shows a scene whose short side would measure S / 0.8 px.
+_MEAN_CROP_FRACTION = 0.8
+
+
+def style_work_size(metadata: dict[str, str], train_config: dict) -> int:
+    """The working resolution (short side, px) a style file implies: its ``work_size`` metadata, else
+    its training crop size scaled to the whole scene, else :data:`DEFAULT_WORK_SIZE`."""
+    if metadata.get("work_size"):
+        return int(metadata["work_size"])
+    crop = train_config.get("image_size")
+    if crop:
+        frac = (1.0 + float(train_config.get("crop_min", 0.6))) / 2 if "crop_min" in train_config else _MEAN_CROP_FRACTION
+        return round(int(crop) / frac)
+    return DEFAULT_WORK_SIZE
+
+
+def work_shape(height: int, width: int, *, work_size: int | None, scale: float | None) -> tuple[int, int]:
+    """The network's input size for a ``height × width`` frame: ``scale`` × the frame when given, else
+    the short side brought down to ``work_size`` (never up), else the frame's own size."""
+    if scale is not None:
+        s = scale
+    elif work_size:
+        s = min(1.0, work_size / min(height, width))
+    else:
+        return height, width
+    return max(8, round(height * s)), max(8, round(width * s))
+
+
+def check_work_size(work_size) -> int | None:
+    """Validate ``--work-size``: None (style default), 0 (full resolution) or ≥ :data:`MIN_WORK_SIZE`."""
+    if work_size is None:
+        return None
+    try:
+        value = int(work_size)
+    except (TypeError, ValueError) as exc:
+        raise FastNSTError(f"--work-size must be a whole number of pixels, got {work_size!r}.") from exc
+    if value != 0 and value < MIN_WORK_SIZE:
+        raise FastNSTError(f"--work-size must be 0 (full resolution) or at least {MIN_WORK_SIZE} px, got {value}.")
+    return value
+
+
+def _load_net(style) -> tuple[nn.Module, str, int | None]:
+    """(network copy, display name, style working size or None) from any accepted ``style``."""
+    from .styles import StyleModel, load_style
+
+    if isinstance(style, nn.Module):
+        return copy.deepcopy(style), type(style).__name__, None
+    model = style if isinstance(style, StyleModel) else load_style(style, device="cpu")
+    net = model.net if not isinstance(style, StyleModel) else copy.deepcopy(model.net)
+    return net, model.name, style_work_size(model.metadata, model.train_config)
+
+
+class Stylizer:
+    """A style network ready for inference on one device, with its working resolution.
+
+    ``style``: a registered style name, a ``.safetensors`` path, a :class:`fastnst.styles.StyleModel`
+    or a :class:`TransformerNet` (copied, never modified). ``dtype``: "auto" picks fp16 on CUDA, bf16
+    on CPUs with native bf16, fp32 elsewhere (:func:`fastnst.devices.auto_dtype`). ``max_size`` caps
+    the output's longer side. ``work_size``: the network's short side in px (None: the style's own,
+    0: full resolution); ``scale`` instead runs it at ``scale`` × the frame. ``upsampler``:
+    "guided" (edge-aware, default) or "bilinear".
+
+    Call it on a ``(H,W,3)`` uint8 RGB numpy image → ``(H',W',3)`` uint8, or on a ``(B,3,H,W)``
+    float tensor in ``[0,1]`` → ``(B,3,H',W')`` float in ``[0,1]`` on the input's device and dtype.
+    """
+
+    def __init__(self, style, *, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
+                 max_size: int | None = None, scale: float | None = None, work_size: int | None = None,
+                 upsampler: str = "guided", channels_last: bool | None = None, compile: bool | str = False) -> None:
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self.dtype = parse_dtype(dtype, self.device)
+        if scale is not None and not (0 < scale <= 8):
+            raise FastNSTError(f"--scale must be in (0, 8], got {scale}.")
+        if max_size is not None and max_size < 8:
+            raise FastNSTError(f"--max-size must be at least 8 pixels, got {max_size}.")
+        if upsampler not in UPSAMPLERS:
+            raise FastNSTError(f"Unknown upsampler {upsampler!r}; use one of {', '.join(UPSAMPLERS)}.")
+        work_size = check_work_size(work_size)
+        self.max_size, self.upsampler = max_size, upsampler
+        self.scale = None if scale is None else float(scale)
+        net, self.name, style_size = _load_net(style)
+        self.work_size = style_size if work_size is None else work_size
+        if self.scale is None and work_size is None and style_size is None:
+            self.work_size = 0  # a bare network: no training scale known, run at the frame's size
+        # channels_last suits cuDNN (tensor cores, NHWC I/O for free); oneDNN on CPU measured slower.
+        self.channels_last = (self.device.type == "cuda") if channels_last is None else channels_last
+        # CUDA half precision: weights converted once (faster than per-op autocast casts). CPU bf16:
+        # autocast over fp32 weights, so ops without a bf16 kernel keep working.
+        weights_dtype = self.dtype if self.device.type == "cuda" else torch.float32
+        net = net.eval().requires_grad_(False).to(self.device, weights_dtype)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.net: nn.Module = net
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = net
+        if compile:
+            mode = compile if isinstance(compile, str) else None
+            self._forward = torch.compile(net, mode=mode, dynamic=True)
+
+    def __repr__(self) -> str:
+        return f"Stylizer({self.name!r}, device={self.device}, dtype={self.dtype}, work_size={self.work_size})"
+
+    # -- stages -----------------------------------------------------------------------------------
+
+    def prepare(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B,3,H,W)`` float in [0,1] (any device) → (frame at output size, frame at working size),
+        both float32 on :attr:`device`."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise FastNSTError(f"Expected a (B,3,H,W) tensor, got shape {tuple(images.shape)}.")
+        full = resize_max(images.to(self.device, non_blocking=True).float(), self.max_size)
+        h, w = full.shape[-2:]
+        return full, resize(full, work_shape(h, w, work_size=self.work_size, scale=self.scale))
+
+    def network(self, work: torch.Tensor) -> torch.Tensor:
+        """The style network on ``(B,3,h,w)`` float in [0,1] → ``(B,3,h,w)`` float32 in [0,1]."""
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = work.to(self.net_dtype).contiguous(memory_format=fmt)
+        with autocast(self.device, None if self.device.type == "cuda" else self.dtype):
+            y = self._forward(x)
+        return y.float().clamp_(0, 1)
+
+    @property
+    def net_dtype(self) -> torch.dtype:
+        return next(self.net.parameters()).dtype
+
+    def finish(self, styled: torch.Tensor, work: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+        """Working-resolution output → output size (:attr:`upsampler`), float32 in [0,1]."""
+        return upsample(styled, work, full, self.upsampler)
+
+    @torch.inference_mode()
+    def stylize_batch(self, images: torch.Tensor, stabilizer=None) -> torch.Tensor:
+        """``(B,3,H,W)`` float in ``[0,1]`` (any device) → ``(B,3,H',W')`` float32 in ``[0,1]`` on
+        :attr:`device` (H',W' differ from H,W only when ``max_size`` shrinks them). ``stabilizer``
+        (a :class:`fastnst.stabilize.Stabilizer`) is applied frame by frame at working resolution."""
+        full, work = self.prepare(images)
+        styled = self.network(work)
+        if stabilizer is not None:
+            styled = torch.cat([stabilizer(work[i:i + 1], styled[i:i + 1]) for i in range(len(styled))])
+        return self.finish(styled, work, full)
+
+    @torch.inference_mode()
+    def stylize_uint8(self, frames: torch.Tensor, stabilizer=None) -> torch.Tensor:
+        """``(B,H,W,3)`` uint8 RGB (any device) → ``(B,H',W',3)`` uint8 on :attr:`device`."""
+        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        y = self.stylize_batch(x, stabilizer)
+        return y.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+    def __call__(self, x, stabilizer=None):
+        if isinstance(x, np.ndarray):
+            if x.ndim != 3 or x.shape[2] != 3 or x.dtype != np.uint8:
+                raise FastNSTError(f"Expected an (H,W,3) uint8 RGB image, got {x.dtype} {x.shape}.")
+            return self.stylize_uint8(torch.from_numpy(np.ascontiguousarray(x))[None], stabilizer)[0].cpu().numpy()
+        if isinstance(x, torch.Tensor):
+            y = self.stylize_batch(x, stabilizer)
+            return y.to(x.device, x.dtype if x.is_floating_point() else torch.float32)
+        raise TypeError(f"Stylizer takes a numpy image or a tensor batch, not {type(x).__name__}")
+
+
+def as_stylizer(style, **kwargs) -> Stylizer:
+    """``style`` if it already is a :class:`Stylizer`, else a new one built with ``kwargs``."""
+    return style if isinstance(style, Stylizer) else Stylizer(style, **kwargs)
+
+
+class ThreadTuner:
+    """Picks PyTorch's CPU thread count by measuring the loop it runs in, not by rule.
+
+    Each candidate count runs ``trial`` iterations (after ``warmup``); the fastest median period
+    between iterations wins and is kept. The period is measured end to end (decode and encode threads
+    compete for the same cores, so the best count depends on them too). ``fixed`` skips the trials.
+    """
+
+    def __init__(self, device: torch.device, fixed: int | None = None, *, trial: int = 4, warmup: int = 2) -> None:
+        self.old = torch.get_num_threads()
+        cores = os.cpu_count() or 1
+        if fixed is not None and fixed < 1:
+            raise FastNSTError(f"--threads must be at least 1, got {fixed}.")
+        self.candidates = [fixed] if fixed else ([] if device.type != "cpu" else list(range(1, min(cores, 8) + 1)))
+        self.trial, self.warmup = trial, warmup
+        self.chosen: int | None = fixed if fixed else (None if self.candidates else self.old)
+        self._times: dict[int, list[float]] = {c: [] for c in self.candidates}
+        self._i = 0
+        self._last: float | None = None
+        if self.candidates:
+            torch.set_num_threads(self.candidates[0])
+
+    def tick(self) -> None:
+        """Call once per loop iteration (e.g. after each frame is handed on)."""
+        now = time.perf_counter()
+        if self.chosen is not None and len(self.candidates) <= 1:
+            self._last = now
+            return
+        if self.chosen is None and self._last is not None:
+            k = self._i - self.warmup
+            if k >= 0:
+                current = self.candidates[min(k // self.trial, len(self.candidates) - 1)]
+                self._times[current].append(now - self._last)
+                if k + 1 == self.trial * len(self.candidates):
+                    self.chosen = min(self._times, key=lambda c: float(np.median(self._times[c])))
+                    torch.set_num_threads(self.chosen)
+                elif (k + 1) % self.trial == 0:
+                    torch.set_num_threads(self.candidates[(k + 1) // self.trial])
+        self._i += 1
+        self._last = now
+
+    def restore(self) -> None:
+        torch.set_num_threads(self.old)
+
+
+__all__ = ["DEFAULT_WORK_SIZE", "Stylizer", "ThreadTuner", "as_stylizer", "check_work_size", "style_work_size",
+           "work_shape"]

@@ -2,7 +2,7 @@
 
     python benchmarks/transitions.py VIDEO [--styles starry_night_fast cafe_terrace_fast [night_cafe_fast]] \\
         [--transitions 0.5 1 1.5] [--curves linear smoothstep] [--max-size 320] [--start 0] [--duration S] \\
-        [--changes T ...] [--context 0.5] [--per-frame]
+        [--changes T ...] [--context 0.5] [--cache DIR] [--per-frame]
 
 The segment ``[start, start + duration)`` (default: 3 s per style) is decoded once at ``--max-size``
 and stylized once per style; style changes sit at ``--changes`` (seconds from ``--start``; default
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,19 +37,30 @@ from fastnst.timeline import CURVES, Entry, Schedule, blend, make_mix
 from fastnst.video import probe, read_frames
 
 
-def stylize_all(frames: list[np.ndarray], styles: list[str], device: str) -> dict[str, torch.Tensor]:
-    """``{style: (N,3,H,W) float32 [0,1]}``: every frame through every style's network, once."""
+def stylize_all(frames: list[np.ndarray], styles: list[str], device: str, cache: Path | None = None,
+                key: str = "") -> dict[str, torch.Tensor]:
+    """``{style: (N,3,H,W) float32 [0,1]}``: every frame through every style's network, once.
+
+    With ``cache`` (a folder), each style's uint8 outputs are kept in ``cache/<style>-<key>.npy``
+    and reused by later runs on the same segment."""
     from fastnst import Stylizer
 
     outs = {}
     for name in dict.fromkeys(styles):
+        file = cache / f"{Path(name).stem}-{key}.npy" if cache else None
+        if file is not None and file.is_file():
+            outs[name] = torch.from_numpy(np.load(file)).float().div_(255.0)
+            continue
         st = Stylizer(name, device=device)
         t0 = time.perf_counter()
-        ys = [torch.from_numpy(st(f)).permute(2, 0, 1) for f in frames]
-        outs[name] = torch.stack(ys).float().div_(255.0)
+        ys = np.stack([st(f) for f in frames]).transpose(0, 3, 1, 2)
         dt = time.perf_counter() - t0
         print(f"stylized {len(frames)} frames with {name} in {dt:.1f} s ({1000 * dt / len(frames):.0f} ms/frame)",
               file=sys.stderr)
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            np.save(file, np.ascontiguousarray(ys))
+        outs[name] = torch.from_numpy(ys).float().div_(255.0)
     return outs
 
 
@@ -122,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context", type=float, default=0.5, help="seconds of steady video each side of a window")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cache", type=Path, default=None, help="folder keeping stylized frames between runs")
     p.add_argument("--per-frame", action="store_true", help="also print every frame's change for each run")
     args = p.parse_args(argv)
     if len(args.styles) < 2:
@@ -132,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         info = probe(args.video)
         duration = args.duration or 3.0 * len(args.styles)
         frames = list(read_frames(args.video, start=args.start or None, duration=duration, max_size=args.max_size))
-        outs = stylize_all(frames, args.styles, args.device)
+        key = f"{Path(args.video).stem}-{args.start:g}-{duration:g}-{args.max_size}"
+        outs = stylize_all(frames, args.styles, args.device, args.cache, key)
     except FastNSTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,12 +7,26 @@ and incoming mixes (and strengths) are interpolated, outside it one entry holds.
 the network of every style with a non-zero weight and combines the outputs with :func:`blend`
 (output cross-fade), then :func:`fastnst.color.apply_strength`.
 
-Transition curve -- **linear**, chosen by measurement (``benchmarks/transitions.py`` on bikes.mp4,
-numbers in the module constant's comment below). A cross-fade adds about ``|A-B| * w'(t) / fps`` to
-the frame-to-frame change, so the largest step is set by the curve's steepest slope: 1 for linear,
-1.5 for smoothstep (``3x^2 - 2x^3``). The issue's bar is the *largest* per-frame change inside a
-transition against the steady state, so linear is the right default; smoothstep eases in and out
-but its middle frames move 1.5x faster. ``Schedule(curve="smoothstep")`` remains available.
+Method -- **output cross-fade** (run both networks inside a transition, mix their outputs): in
+pixel space it is the straight path from style A's frame to style B's at constant speed, so it adds
+the least possible per-frame change, ``mean|A−B| / (T·fps)``; any other path (interpolated network
+parameters, conditional instance norm) covers at least that distance in the same frames. Measured on
+bikes.mp4 (320 px, ``benchmarks/transitions.py``): interpolating the shipped nets' parameters travels
+1.6× the direct distance, with a jump in the middle, and its midpoint shows colour fringes that
+neither style has (the shipped nets share only their seed-0 random initialisation, not a trained
+parent). A mid-transition cross-fade frame has one geometry (both nets see the same frame, so no
+doubled edges) with both textures at partial contrast and averaged colours.
+
+Curve -- **linear**, chosen by measurement. Linear's steepest slope is 1, smoothstep's (``3x²−2x³``)
+1.5. On bikes.mp4 (4 changes between the shipped styles, 0.5/1/1.5 s) the largest frame-to-frame
+change inside a window over the steady mean beside it was lower with linear in 9 of 12 cases and
+within 0.01 in the other 3 (e.g.
+1.5 s: 1.84/2.35/1.29/1.91 against 1.83/2.44/1.36/2.04; the input's own motion gives 1.3-3.2 on the
+same windows). Smoothstep only wins where a window ends on near-still frames, whose small steady
+change makes any fade stand out. What matters far more is the length: two shipped styles differ
+by 56-76 levels per pixel, so a 1 s fade adds ~2.5 levels per frame -- lost in a moving shot
+(steady 8-12 levels: ≤1.05× the pure styles' own change on the same frames) but ~2× a still
+shot's 1-3 levels (1.8-2.7× there); 2-3 s bring still shots to 1.2-2.1×. ``Schedule(curve="smoothstep")`` remains.
 
 Times are seconds on the video's own clock (``DecodedFrame.time``).
 """
@@ -36,7 +50,8 @@ from .errors import FastNSTError
 #: ``((style name, weight), ...)``: weights > 0, summing to 1, names distinct, in the order given.
 StyleMix = tuple[tuple[str, float], ...]
 
-DEFAULT_TRANSITION = 1.0  # seconds; see benchmarks/transitions.py for what 0.5..2 s do to the frame change
+# seconds: enough for moving shots at any style pair; still shots between far-apart styles want 2-3 s
+DEFAULT_TRANSITION = 1.5
 
 
 def linear(x: float) -> float:

@@ -313,7 +313,7 @@ class Schedule:
         """The mixture at ``t`` seconds (any real ``t``; before 0 is the first entry)."""
         es = self.entries
         # index of the last change whose window has begun (window starts increase: windows don't overlap)
-        i = bisect.bisect_right([w[0] for w in self._windows], t)
+        i = bisect.bisect_right(self._windows, (t, math.inf))
         if i == 0:
             return Mix(dict(es[0].mix), es[0].strength)
         lo, hi = self._windows[i - 1]

@@ -7,9 +7,12 @@ non-zero exit code; nothing below this module prints results or exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from . import __version__
 from .argtypes import HelpFormatter, parse_layer_weights
@@ -19,6 +22,32 @@ from .options import DEFAULT_PRESET, DEFAULT_STABILIZE, MIN_WORK_SIZE
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+# >>> issue16 sigterm
+# 128 + SIGTERM, what shells, systemd and container runtimes expect from a process stopped by SIGTERM
+# (130 stays for Ctrl-C); the cleanup is the same: the signal becomes an exception in the main thread.
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so every ``except BaseException`` cleanup runs as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def handler(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+# <<< issue16 sigterm
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,6 +316,8 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
                         f"(default {DEFAULT_STABILIZE}; 0: off)")
     v.add_argument("--threads", type=int, default=None,
                    help="PyTorch CPU threads (default: measured over the first frames)")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",  # issue16
+                   help="refuse images and video frames larger than N pixels (default: 50 million)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_stylize)
 
@@ -469,11 +500,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .images import pixel_limit
+
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_raises(), pixel_limit(getattr(args, "max_pixels", None)):
+            return int(args.func(args) or 0)
     except FastNSTError as exc:
         print(f"fastnst: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Terminated:
+        print("fastnst: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("fastnst: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +15,140 @@ from .errors import FastNSTError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
+# Decoded frames cost 3 bytes a pixel, the network's activations about a kilobyte a pixel: 50
+# megapixels (an 8K frame is 33) is the most a normal command should try. ``--max-pixels`` raises it.
+DEFAULT_MAX_PIXELS = 50_000_000
+_max_pixels = DEFAULT_MAX_PIXELS
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``(H,W,3)`` uint8 RGB (alpha dropped, grey expanded)."""
+
+def max_pixels_default() -> int:
+    """The pixel cap used when a reader is given ``max_pixels=None`` (see :func:`pixel_limit`)."""
+    return _max_pixels
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """Within the block, readers called with ``max_pixels=None`` use ``max_pixels`` (None: unchanged).
+
+    For callers that cannot thread a keyword through (the CLI around a pipeline call).
+    """
+    global _max_pixels
+    old = _max_pixels
+    if max_pixels is not None:
+        _max_pixels = int(max_pixels)
+    try:
+        yield
+    finally:
+        _max_pixels = old
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    """Raise :class:`FastNSTError` when ``width × height`` exceeds the cap (``None``: the default)."""
+    cap = _max_pixels if max_pixels is None else max_pixels
+    if cap and width * height > cap:
+        raise FastNSTError(f"{what} is {width}x{height} ({width * height / 1e6:.1f} megapixels), more than the "
+                           f"{cap / 1e6:g}-megapixel limit; pass --max-pixels {width * height} to allow it.")
+
+
+def _u16(b: bytes, i: int, order: str = "big") -> int:
+    return int.from_bytes(b[i:i + 2], order)
+
+
+def _u32(b: bytes, i: int, order: str = "big") -> int:
+    return int.from_bytes(b[i:i + 4], order)
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    f.seek(2)
+    while True:
+        marker = f.read(2)
+        while len(marker) == 2 and marker[0] == 0xFF and marker[1] == 0xFF:  # fill bytes
+            marker = marker[1:] + f.read(1)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        m = marker[1]
+        if m in (0xD8, 0x01) or 0xD0 <= m <= 0xD7:  # markers without a length
+            continue
+        seg = f.read(2)
+        if len(seg) < 2:
+            return None
+        length = _u16(seg, 0)
+        # SOF0..SOF15 carry the size, except DHT (C4), JPG (C8) and DAC (CC).
+        if 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):
+            body = f.read(5)
+            return (_u16(body, 3), _u16(body, 1)) if len(body) == 5 else None
+        if length < 2:
+            return None
+        f.seek(length - 2, os.SEEK_CUR)
+
+
+def _tiff_size(f, head: bytes) -> tuple[int, int] | None:
+    order = "little" if head[:2] == b"II" else "big"
+    f.seek(_u32(head, 4, order))
+    count = f.read(2)
+    if len(count) < 2:
+        return None
+    entries = f.read(12 * min(_u16(count, 0, order), 512))
+    size: dict[int, int] = {}
+    for i in range(0, len(entries) - 11, 12):
+        tag, typ = _u16(entries, i, order), _u16(entries, i + 2, order)
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
+            size[tag] = _u16(entries, i + 8, order) if typ == 3 else _u32(entries, i + 8, order)
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(width, height)`` from an image file's header without decoding it (PNG, JPEG, WebP, BMP,
+    TIFF); ``None`` when the format is not recognised or the header is damaged."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            return _u32(head, 16), _u32(head, 20)
+        if head[:3] == b"\xff\xd8\xff":
+            return _jpeg_size(f)
+        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            chunk = head[12:16]
+            if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+                f.seek(26)
+                b = f.read(4)
+                return (_u16(b, 0, "little") & 0x3FFF, _u16(b, 2, "little") & 0x3FFF) if len(b) == 4 else None
+            if chunk == b"VP8L" and len(head) >= 25:
+                bits = int.from_bytes(head[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b"VP8X" and len(head) >= 30:
+                return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+            return None
+        if head[:2] == b"BM" and len(head) >= 26:
+            return abs(int.from_bytes(head[18:22], "little", signed=True)), \
+                abs(int.from_bytes(head[22:26], "little", signed=True))
+        if head[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff_size(f, head)
+    return None
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as ``(H,W,3)`` uint8 RGB (alpha dropped, grey expanded).
+
+    Images over ``max_pixels`` (``None``: :data:`DEFAULT_MAX_PIXELS` or the :func:`pixel_limit`
+    in force; 0: no limit) are refused from their header, before anything is decoded.
+    """
     import cv2
 
     path = Path(path)
     if not path.is_file():
         raise FastNSTError(f"Image {path} does not exist.")
+    try:
+        size = header_size(path)
+    except OSError as exc:
+        raise FastNSTError(f"Cannot read {path} ({exc.strerror or exc}).") from exc
+    if size is not None:
+        check_pixels(size[0], size[1], max_pixels, f"Image {path}")
     data = np.fromfile(str(path), dtype=np.uint8)  # imdecode copes with non-ASCII paths; imread does not
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise FastNSTError(f"Cannot read {path} as an image (unsupported or corrupt file).")
+    # Formats without a parsed header were decoded under OpenCV's own (1-gigapixel) cap: check after.
+    check_pixels(img.shape[1], img.shape[0], max_pixels, f"Image {path}")
     return np.ascontiguousarray(img[:, :, ::-1])
 
 
@@ -42,8 +165,12 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
         raise FastNSTError(f"OpenCV could not encode {path.name}.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(buf.tobytes())
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(buf.tobytes())
+        tmp.replace(path)
+    except BaseException:  # an interrupt or a full disk: never leave the temporary file behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -99,12 +99,17 @@ def _check_file(path: Path) -> None:
         raise FastNSTError(f"Video {path} is empty (0 bytes).")
 
 
-def open_input(path: str | os.PathLike):
-    """Open a video file for demuxing; unreadable files raise :class:`FastNSTError`.
+def open_input(path: str | os.PathLike, *, max_pixels: int | None = None):
+    """Open a video file for demuxing; unreadable files raise :class:`FastNSTError`, and so do frames
+    over ``max_pixels`` (``None``: :data:`fastnst.images.DEFAULT_MAX_PIXELS` or the
+    :func:`fastnst.images.pixel_limit` in force; 0: no limit), judged from the stream's header before
+    anything is decoded.
 
     Returns ``(container, video_stream)``; the caller closes the container.
     """
     import av
+
+    from .images import check_pixels
 
     path = Path(path)
     _check_file(path)
@@ -116,6 +121,12 @@ def open_input(path: str | os.PathLike):
         container.close()
         raise FastNSTError(f"{path} has no video stream.")
     stream = container.streams.video[0]
+    try:
+        check_pixels(stream.codec_context.width or 0, stream.codec_context.height or 0, max_pixels,
+                     f"Video {path}: each frame")
+    except FastNSTError:
+        container.close()
+        raise
     # Must be set before the codec opens (first decode); frame+slice threading is several times faster.
     stream.thread_type = "AUTO"
     return container, stream
@@ -163,12 +174,13 @@ def frame_to_rgb(frame, size: VideoSize) -> np.ndarray:
     return img
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
-    """Read a video's headers and decode its first frame (for the size and the rotation)."""
+def probe(path: str | os.PathLike, *, max_pixels: int | None = None) -> VideoInfo:
+    """Read a video's headers and decode its first frame (for the size and the rotation);
+    ``max_pixels`` as in :func:`open_input`."""
     import av
 
     path = Path(path)
-    container, stream = open_input(path)
+    container, stream = open_input(path, max_pixels=max_pixels)
     with container:
         first = None
         try:
@@ -323,14 +335,16 @@ def read_frames(
     start: float | None = None,
     duration: float | None = None,
     max_size: int | None = None,
+    max_pixels: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Decode a video file lazily: yields ``(H,W,3)`` uint8 RGB frames, upright (rotation applied),
     downscaled so the longer side is at most ``max_size``, from ``start`` seconds for ``duration``
     seconds. Raises :class:`FastNSTError` for missing, empty, corrupt or truncated files.
 
     The file is opened on the first ``next()`` and closed when the iterator finishes or is closed.
+    ``max_pixels`` as in :func:`open_input`.
     """
-    container, stream = open_input(path)  # fail early, before the first next()
+    container, stream = open_input(path, max_pixels=max_pixels)  # fail early, before the first next()
 
     def gen() -> Iterator[np.ndarray]:
         with container:

@@ -25,20 +25,27 @@ def warp(images: torch.Tensor, flow: torch.Tensor, *, padding_mode: str = "borde
 
     Bilinear sampling with ``align_corners=True``, where pixel centres sit at ``x / (W−1) · 2 − 1``;
     with that convention a zero flow is exactly the identity and an integer flow moves pixels
-    exactly. Returns ``(warped, valid)``, ``valid`` ``(B,1,H,W)`` float, 1 where ``p + flow(p)``
-    falls inside the source image.
+    exactly. Returns ``(warped, valid)``, both float32 (float64 for float64 inputs) even for half
+    inputs or under autocast; ``valid`` ``(B,1,H,W)`` is 1 where ``p + flow(p)`` falls inside the
+    source image.
     """
     b, _, h, w = images.shape
-    pos = _base_grid(b, h, w, images.device, flow.dtype) + flow
-    gx = pos[:, 0] * (2.0 / max(w - 1, 1)) - 1.0
-    gy = pos[:, 1] * (2.0 / max(h - 1, 1)) - 1.0
-    grid = torch.stack((gx, gy), dim=-1).to(images.dtype)
-    warped = F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+    # Always fp32, whatever the caller's autocast: a bf16 grid holds pixel positions to 8 bits of
+    # mantissa, up to ~0.25 px off at 256 px, and the temporal loss then rewards blur. float64
+    # inputs stay float64 (gradient checks).
+    dtype = torch.promote_types(images.dtype, torch.float32)
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        images, flow = images.to(dtype), flow.to(dtype)
+        pos = _base_grid(b, h, w, images.device, dtype) + flow
+        gx = pos[:, 0] * (2.0 / max(w - 1, 1)) - 1.0
+        gy = pos[:, 1] * (2.0 / max(h - 1, 1)) - 1.0
+        grid = torch.stack((gx, gy), dim=-1)
+        warped = F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
     eps = 1e-3
     valid = (
         (pos[:, 0] >= -eps) & (pos[:, 0] <= w - 1 + eps) & (pos[:, 1] >= -eps) & (pos[:, 1] <= h - 1 + eps)
     ).unsqueeze(1)
-    return warped, valid.to(images.dtype)
+    return warped, valid.to(dtype)
 
 
 def synthetic_flow(

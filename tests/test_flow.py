@@ -101,3 +101,23 @@ def test_dis_flow_direction_matches_the_module_convention():
     back, _ = warp(torch.from_numpy(nxt).permute(2, 0, 1)[None].float(), t)  # warp(next, flow) ≈ prev
     err = (back[0].permute(1, 2, 0).numpy() - prev)[8:-8, 8:-8]
     assert float(np.abs(err).mean()) < 0.1 * float(np.abs(prev.astype(np.float32) - nxt).mean())
+
+
+def test_warp_under_bf16_autocast_equals_the_fp32_warp():
+    """The training net's outputs are bf16 under autocast; a bf16 grid would be off by up to ~0.25 px
+    at 256 px (and the temporal loss would then reward blur), so warp builds and samples in fp32."""
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 256, 256, generator=g).bfloat16()  # what a bf16 forward pass hands over
+    flow = synthetic_flow(2, 256, 256, max_shift=3.3, local_amplitude=1.5, generator=g)
+    ref, ref_valid = warp(img.float(), flow)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, valid = warp(img, flow)
+        out_fp32_in, _ = warp(img.float(), flow)
+    assert out.dtype == torch.float32 and valid.dtype == torch.float32
+    assert torch.allclose(out, ref, atol=1e-6) and torch.equal(valid, ref_valid)
+    assert torch.allclose(out_fp32_in, ref, atol=1e-6)
+    # a grid rounded to bf16 (what the old warp built for bf16 images) is visibly off: the check can fail
+    pos = torch.stack(torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="xy")) + flow
+    grid = (pos / 255 * 2 - 1).permute(0, 2, 3, 1).bfloat16().float()
+    old = torch.nn.functional.grid_sample(img.float(), grid, align_corners=True, padding_mode="border")
+    assert float((old - ref).abs().mean()) > 0.01

@@ -287,6 +287,47 @@ def test_interrupt_writes_a_checkpoint_to_resume_from(photos, tmp_path):
     assert result.start_step == stopped and result.steps == stopped + 1
 
 
+def test_bf16_training_on_cpu_runs_with_finite_falling_loss(photos, tmp_path, capsys):
+    """--amp bf16 on any CPU (emulated where not native, with a warning): finite, falling loss."""
+    from fastnst.devices import cpu_has_native_bf16
+    from train.loop import train
+
+    # Emulated bf16 convolutions are ~10× slower than fp32 here: the smallest net and taps that still learn.
+    result = train(tiny_config(photos, tmp_path, amp="bf16", steps=12, arch="4,8,8:1", image_size=24,
+                               style_layers={"relu1_2": 1.0, "relu2_1": 1.0}))
+    log = _log(tmp_path / "run")
+    assert all(np.isfinite(r[k]) for r in log for k in ("content", "style", "tv", "temporal", "total"))
+    first = np.mean([r["total"] for r in log[:3]])
+    last = np.mean([r["total"] for r in log[-3:]])
+    assert last < 0.5 * first, (first, last)
+    assert log[-1]["temporal"] > 0
+    assert load_style(result.output).train_config["amp"] == "bf16"
+    err = capsys.readouterr().err
+    assert ("emulated" in err) != cpu_has_native_bf16()
+
+
+def test_amp_auto_picks_only_native_precisions(monkeypatch):
+    from train import loop
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert loop.amp_dtype("auto", cpu) == (None, "")
+    dtype, note = loop.amp_dtype("bf16", cpu)
+    assert dtype == torch.bfloat16 and "emulated" in note and "\n" not in note
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert loop.amp_dtype("auto", cpu) == (torch.bfloat16, "")
+    assert loop.amp_dtype("bf16", cpu) == (torch.bfloat16, "")
+    assert loop.amp_dtype("off", cpu) == (None, "")
+    with pytest.raises(FastNSTError, match="needs a CUDA device"):
+        loop.amp_dtype("fp16", cpu)
+    gpu = torch.device("cuda", 0)
+    for major, auto in ((7, torch.float16), (8, torch.bfloat16), (9, torch.bfloat16)):
+        monkeypatch.setattr(loop, "cuda_has_native_bf16", lambda d, m=major: m >= 8)
+        assert loop.amp_dtype("auto", gpu) == (auto, "")
+        assert loop.amp_dtype("fp16", gpu) == (torch.float16, "")
+        assert (loop.amp_dtype("bf16", gpu)[1] != "") == (major < 8)
+
+
 @pytest.mark.slow
 def test_background_run_stops_on_sigterm_with_a_checkpoint_and_resumes(photos, tmp_path):
     import signal

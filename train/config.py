@@ -77,7 +77,9 @@ class TrainConfig:
     device: str = field(default="auto", metadata=_h(
         "cpu, cuda, cuda:N or auto (under torchrun: cuda:LOCAL_RANK)"))
     amp: str = field(default="auto", metadata=_h(
-        "mixed precision: auto = bf16 on CUDA when supported, else fp16; always fp32 on CPU",
+        "mixed precision: auto = bf16 where the hardware has it natively (CUDA compute capability ≥ 8, "
+        "CPUs with AVX512-BF16/AMX), else fp16 on CUDA and fp32 on CPU; bf16 runs on any CPU (emulated "
+        "ones are slower than fp32); fp16 needs CUDA",
         choices=AMP_CHOICES))
     channels_last: bool = field(default=False, metadata=_h(
         "channels-last memory format for both nets (helps CUDA tensor cores)"))

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from fastnst import losses
-from fastnst.devices import autocast
+from fastnst.devices import autocast, cpu_has_native_bf16, cuda_has_native_bf16
 from fastnst.errors import FastNSTError
 from fastnst.flow import warp
 from fastnst.images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
@@ -96,13 +96,32 @@ def parse_arch(cfg: TrainConfig) -> tuple[Arch, str]:
         raise FastNSTError(f"--arch {cfg.arch!r} is not of the form W1,W2,W3:RES (e.g. 16,32,64:3).") from exc
 
 
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: bf16/fp16 on CUDA, none (fp32) on CPU whatever is asked."""
-    if device.type != "cuda" or mode == "off":
-        return None
+def amp_dtype(mode: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for ``--amp MODE`` (None = fp32) and a one-line note for the user ("" = none).
+
+    ``auto`` takes only what the hardware computes natively, because emulated bf16 is slower than
+    fp32: bf16 on CUDA of compute capability ≥ 8 (else fp16), bf16 on CPUs with AVX512-BF16/AMX/Arm
+    BF16 (else fp32). An explicit ``bf16`` is honoured anywhere, with a warning where it is emulated;
+    ``fp16`` needs CUDA (CPU autocast has no useful fp16).
+    """
+    if mode == "off":
+        return None, ""
+    if device.type == "cuda":
+        native = cuda_has_native_bf16(device)
+        if mode == "auto":
+            return (torch.bfloat16 if native else torch.float16), ""
+        if mode == "bf16" and not native:
+            return torch.bfloat16, f"warning: {device} has no native bf16 (compute capability < 8): emulated, slow"
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode], ""
+    if device.type != "cpu":
+        return None, ""
+    native = cpu_has_native_bf16()
     if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+        return (torch.bfloat16 if native else None), ""
+    if mode == "fp16":
+        raise FastNSTError("--amp fp16 needs a CUDA device; on a CPU use --amp bf16 or --amp off.")
+    note = "" if native else "warning: this CPU has no native bf16 (no AVX512-BF16/AMX): --amp bf16 is emulated, slow"
+    return torch.bfloat16, note
 
 
 def normalised(weights: Mapping[str, float], what: str) -> dict[str, float]:
@@ -347,7 +366,9 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None,
         output = output.with_name(output.name + ".safetensors")
     ckpt_path = out_dir / "checkpoint.pt"
     log_path = out_dir / "log.jsonl"
-    dtype = amp_dtype(cfg.amp, device)
+    dtype, amp_note = amp_dtype(cfg.amp, device)
+    if amp_note:
+        _note(info, amp_note)
     temporal = cfg.temporal_weight > 0
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 

@@ -1,0 +1,73 @@
+"""Image edges: header sizes read without decoding, and the pixel cap that uses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fastnst.errors import FastNSTError
+from fastnst.images import (
+    DEFAULT_MAX_PIXELS,
+    check_pixels,
+    header_size,
+    max_pixels_default,
+    pixel_limit,
+    read_image,
+    write_image,
+)
+
+from .conftest import smooth_image
+
+
+@pytest.mark.parametrize(("suffix", "params"), [
+    (".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".webp", []),
+    (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".bmp", []), (".tif", []), (".tiff", []),
+])
+def test_header_size_matches_the_decoded_size(tmp_path: Path, suffix: str, params: list[int]) -> None:
+    img = smooth_image(37, 53)
+    path = tmp_path / f"a{suffix}"
+    assert cv2.imwrite(str(path), img, params)
+    assert header_size(path) == (53, 37)
+
+
+def test_header_size_of_alpha_webp_and_unknown_files(tmp_path: Path) -> None:
+    rgba = np.dstack([smooth_image(20, 30), np.full((20, 30), 128, np.uint8)])
+    cv2.imwrite(str(tmp_path / "a.webp"), rgba)
+    assert header_size(tmp_path / "a.webp") == (30, 20)
+    (tmp_path / "t.png").write_text("not an image")
+    (tmp_path / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF")  # ends inside the first segment
+    assert header_size(tmp_path / "t.png") is None and header_size(tmp_path / "cut.jpg") is None
+
+
+def test_check_pixels_and_the_limit_context() -> None:
+    check_pixels(100, 100, 10_000, "x")
+    with pytest.raises(FastNSTError, match="--max-pixels 10100"):
+        check_pixels(101, 100, 10_000, "x")
+    check_pixels(10**6, 10**6, 0, "x")  # 0: no limit
+    assert max_pixels_default() == DEFAULT_MAX_PIXELS
+    with pixel_limit(50):
+        assert max_pixels_default() == 50
+        with pytest.raises(FastNSTError):
+            check_pixels(8, 8, None, "x")
+    assert max_pixels_default() == DEFAULT_MAX_PIXELS
+
+
+def test_read_image_cap_and_keyword(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "a.png", smooth_image(40, 50))
+    assert read_image(path).shape == (40, 50, 3)
+    with pytest.raises(FastNSTError, match="megapixel"):
+        read_image(path, max_pixels=1999)
+    assert read_image(path, max_pixels=2000).shape == (40, 50, 3)
+
+
+def test_write_image_leaves_no_temporary_file_on_failure(tmp_path: Path, monkeypatch) -> None:
+    def fail(self, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "replace", fail)
+    with pytest.raises(KeyboardInterrupt):
+        write_image(tmp_path / "a.png", smooth_image(8, 8))
+    assert list(tmp_path.iterdir()) == []

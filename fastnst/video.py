@@ -264,15 +264,19 @@ def iter_decoded(
     max_size: int | None = None,
     audio_streams: Sequence = (),
     path: str | os.PathLike = "input",
+    max_pixels: int | None = None,
 ) -> Iterator[DecodedFrame | object]:
     """Demux and decode: yields :class:`DecodedFrame` for video and raw ``av.Packet`` objects for the
     given audio streams, in demux order, restricted to ``[start, start + duration)``.
 
     The ``pts`` sequence is strictly increasing (see :class:`_PtsReorder`; missing stamps become the
     previous one plus a frame period). PyAV's demux ends with an empty packet per stream, whose
-    decode flushes the frames the decoder held back.
+    decode flushes the frames the decoder held back. The first frame's size is checked against
+    ``max_pixels`` (as in :func:`open_input`, for containers whose header states no size).
     """
     import av
+
+    from .images import check_pixels
 
     if start is not None and start < 0:
         raise FastNSTError("--start must be zero or positive.")
@@ -299,6 +303,7 @@ def iter_decoded(
                 video_done = True
                 continue
             if size is None:
+                check_pixels(frame.width, frame.height, max_pixels, f"Video {path}: each frame")
                 size = plan_size(frame.width, frame.height, getattr(frame, "rotation", 0), max_size)
             n += 1
             yield DecodedFrame(frame_to_rgb(frame, size), int(pts), t)
@@ -349,7 +354,7 @@ def read_frames(
     def gen() -> Iterator[np.ndarray]:
         with container:
             for item in iter_decoded(container, stream, start=start, duration=duration, max_size=max_size,
-                                     path=path):
+                                     path=path, max_pixels=max_pixels):
                 yield item.image  # type: ignore[union-attr]
 
     return gen()

@@ -221,6 +221,17 @@ def test_huge_video_frames_refused_before_decoding(tmp_path: Path, model: Path, 
     refused(capsys, tmp_path, src, model, says="megapixel")
 
 
+def test_first_decoded_frame_is_checked_too(tmp_path: Path) -> None:
+    """For containers whose header states no size, the first decoded frame is checked."""
+    from fastnst.errors import FastNSTError
+    from fastnst.video import iter_decoded, open_input
+
+    video = make_video(tmp_path / "v.mp4", w=64, h=48, n=3, audio=None)
+    container, stream = open_input(video, max_pixels=0)  # 0: no limit at the header
+    with container, pytest.raises(FastNSTError, match="3072"):
+        next(iter_decoded(container, stream, max_pixels=3000))
+
+
 def test_max_pixels_option_moves_the_cap(tmp_path: Path, model: Path, capsys) -> None:
     image = write_image(tmp_path / "a.png", smooth_image(48, 64))  # 3072 pixels
     refused(capsys, tmp_path, image, model, tmp_path / "o.png", "--max-pixels", "3000", says="3072")

@@ -95,6 +95,15 @@ def test_failed_check_leaves_nothing(tmp_path: Path, tiny_model: Path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors"]
 
 
+def test_cli_export_onnx(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    assert cli.main(["export", str(tiny_model), "-o", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "ONNX opset 17" in out and "checked against PyTorch: 128x72" in out and "dB" in out
+    assert cli.main(["export", str(tiny_model), "-o", str(tmp_path / "m.onnx")]) == 2  # exists: --force
+    assert "--force" in capsys.readouterr().err
+
+
 def test_cli_export_errors_are_one_line(tmp_path: Path, tiny_model: Path, capsys) -> None:
     assert cli.main(["export", str(tiny_model), "-o", str(tmp_path / "m.tflite")]) == 2
     assert cli.main(["export", "no_such_style", "-o", str(tmp_path / "m.onnx")]) == 2

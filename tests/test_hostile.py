@@ -143,6 +143,11 @@ def test_output_is_the_input(tmp_path: Path, model: Path, capsys) -> None:
         assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert files(tmp_path) == before
     assert video.read_bytes() == video_bytes and image.read_bytes() == image_bytes
+    folder = tmp_path / "photos"
+    write_image(folder / "b.png", smooth_image(16, 16))
+    before = files(tmp_path)
+    rc, err = stylize(capsys, folder, folder, model)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and files(tmp_path) == before, err
 
 
 def test_unknown_output_extension(tmp_path: Path, model: Path, capsys) -> None:

@@ -223,7 +223,8 @@ def test_short_training_lowers_the_loss_and_writes_a_model_that_stylizes(photos,
 
     assert result.output == tmp_path / "model.safetensors"
     model = load_style(result.output)
-    assert model.name == "stripes" and model.preset == "custom" and model.train_config["steps"] == 30
+    # the recorded name is the one it is listed and picked by: the file stem (the style image was stripes.png)
+    assert model.name == "model" and model.preset == "custom" and model.train_config["steps"] == 30
     img = torch.from_numpy(smooth_image(28, 36, 3)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         out = model.net(img)
@@ -397,6 +398,56 @@ def test_user_errors_are_one_line_and_exit_2(photos, tmp_path, capsys):
     assert not (tmp_path / "e.safetensors").exists()
 
 
+def test_default_output_goes_to_the_run_folder_named_as_listed_with_no_machine_paths(photos, tmp_path, monkeypatch,
+                                                                                       capsys):
+    import train
+
+    monkeypatch.chdir(tmp_path)
+    args = ["--content", str(photos), "--style", str(tmp_path / "stripes.png"), "--arch", "4,8,8:1", "--image-size",
+            "24", "--batch-size", "1", "--steps", "1", "--vgg-weights", "random", "--device", "cpu", "--workers", "0",
+            "--style-layers", "relu1_2", "--no-progress"]
+    assert train.main(args) == 0
+    expected = Path("runs") / "stripes_custom" / "stripes_custom.safetensors"
+    assert expected.is_file() and not Path("weights").exists()
+    out = capsys.readouterr().out
+    assert f"'stripes_custom' to {expected}" in out
+    model = load_style(expected)
+    assert model.name == "stripes_custom"  # the name `fastnst styles` would list it by
+    tc = model.train_config
+    assert tc["content"] == ["photos"] and tc["style"] == ["stripes.png"] and tc["out_dir"] == ""
+    paths = [v for v in tc.values() if isinstance(v, str)] + [p for k in ("content", "style") for p in tc[k]]
+    assert not any(os.path.isabs(v) or os.sep in v for v in paths), tc
+
+
+def test_an_existing_style_file_is_never_replaced_without_force(photos, tmp_path, capsys):
+    import train
+    from train.loop import train as run
+
+    shipped = REPO / "weights" / "starry_night_fast.safetensors"
+    target = tmp_path / "weights" / "starry_night_fast.safetensors"  # a copy of a shipped style
+    target.parent.mkdir()
+    target.write_bytes(shipped.read_bytes())
+    before = target.read_bytes()
+    args = ["--content", str(photos), "--style", str(tmp_path / "stripes.png"), "--arch", "4,8,8:1", "--image-size",
+            "24", "--batch-size", "1", "--steps", "1", "--vgg-weights", "random", "--device", "cpu", "--workers", "0",
+            "--style-layers", "relu1_2", "--no-progress", "--out-dir", str(tmp_path / "r"), "--output", str(target)]
+    assert train.main(args) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert target.read_bytes() == before and not (tmp_path / "r" / "log.jsonl").exists()  # refused before training
+    assert train.main(args + ["--force"]) == 0
+    assert target.read_bytes() != before and load_style(target).name == "starry_night_fast"
+    # a new run (not a resumption) in the same run folder does not silently replace the model either
+    with pytest.raises(FastNSTError, match="already exists"):
+        run(tiny_config(photos, tmp_path, steps=1, out_dir=str(tmp_path / "r"), output=str(target)))
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"someone else's file")
+    with pytest.raises(FastNSTError, match="already exists"):  # resuming a run whose model went elsewhere
+        run(tiny_config(photos, tmp_path, steps=2, arch="4,8,8:1", style_layers={"relu1_2": 1.0}, image_size=24,
+                        batch_size=1, out_dir=str(tmp_path / "r"), output=str(other), resume="auto"))
+    assert other.read_bytes() == b"someone else's file"
+
+
 def test_resume_refuses_a_checkpoint_of_another_network(photos, tmp_path):
     from train.loop import train
 
@@ -416,7 +467,7 @@ def test_init_fine_tunes_from_a_style_model_or_checkpoint(photos, tmp_path):
     base_sd = load_style(base.output).net.state_dict()
     for source in (base.output, tmp_path / "base" / "checkpoint.pt"):
         tuned = train(tiny_config(photos, tmp_path, steps=1, lr=1e-12, out_dir=str(tmp_path / "tuned"),
-                                  output=str(tmp_path / "tuned.safetensors"), init=str(source)))
+                                  output=str(tmp_path / "tuned.safetensors"), init=str(source), force=True))
         assert tuned.start_step == 0  # a new run: own step count and optimiser
         sd = load_style(tuned.output).net.state_dict()
         assert all(torch.allclose(base_sd[k], sd[k]) for k in sd)  # lr ~0: the initial weights

@@ -46,7 +46,9 @@ class TrainConfig:
         "photo folder(s), searched recursively (a COCO train2014 folder works)", required=True, metavar="DIR"))
     style: list[str] = field(default_factory=list, metadata=_h(
         "style image(s); several are blended by averaging their Gram matrices", required=True, metavar="IMAGE"))
-    name: str = field(default="", metadata=_h("style name (default: the first style image's file stem)"))
+    name: str = field(default="", metadata=_h(
+        "run name: the run folder is runs/NAME_PRESET and the style file NAME_PRESET.safetensors "
+        "(default: the first style image's file stem)"))
     preset: str = field(default="fast", metadata=_h("network preset", choices=("fast", "quality")))
     arch: str = field(default="", metadata=_h(
         "explicit network shape 'W1,W2,W3:RES' (e.g. '8,16,32:1'); overrides --preset"))
@@ -99,7 +101,10 @@ class TrainConfig:
     out_dir: str = field(default="", metadata=_h(
         "folder for checkpoint, samples, log and loss curve (default: runs/NAME_PRESET)"))
     output: str = field(default="", metadata=_h(
-        "final style model path (default: weights/NAME_PRESET.safetensors)"))
+        "final style model path; its file stem is the name the style is listed and picked by "
+        "(default: OUT_DIR/NAME_PRESET.safetensors)"))
+    force: bool = field(default=False, metadata=_h(
+        "replace an existing file at --output (a resumed run may always rewrite its own model)"))
     half: bool = field(default=False, metadata=_h("store the final model's weights as fp16 (half the file size)"))
     vgg_weights: str = field(default="", metadata=_h(
         "VGG19 weights file (.safetensors/.h5/.pth); default: the fastnst cache; "

@@ -301,6 +301,58 @@ def write_log(path: Path, records: Sequence[dict]) -> None:
     tmp.replace(path)
 
 
+def run_paths(cfg: TrainConfig, preset: str) -> tuple[str, Path, Path]:
+    """``(name, out_dir, output)``: the run folder defaults to ``runs/NAME_PRESET`` and the style file
+    into it, ``OUT_DIR/NAME_PRESET.safetensors``, never into a folder of installed styles."""
+    name = cfg.name or Path(cfg.style[0]).stem
+    out_dir = Path(cfg.out_dir or f"runs/{name}_{preset}")
+    output = Path(cfg.output) if cfg.output else out_dir / f"{name}_{preset}.safetensors"
+    if output.suffix != ".safetensors":
+        output = output.with_name(output.name + ".safetensors")
+    return name, out_dir, output
+
+
+def check_output(output: Path, cfg: TrainConfig, preset: str, resumed: dict | None) -> None:
+    """Refuse to replace an existing file at ``output`` (a shipped style, another run's model) unless
+    ``--force``; a resumed run may rewrite the model that the run it continues was writing."""
+    if cfg.force or not output.exists():
+        return
+    if resumed is not None:
+        previous = run_paths(TrainConfig.from_dict(resumed), preset)[2]
+        if previous.resolve() == output.resolve():
+            return
+    raise FastNSTError(f"{output} already exists; pass --force to replace it, or choose another --output.")
+
+
+def portable_config(cfg: TrainConfig) -> dict:
+    """The configuration as stored in the style file: paths reduced to their last component, so a
+    shared model carries no folder names of the machine that trained it."""
+    d = cfg.to_dict()
+    for key in ("content", "style", "video"):
+        d[key] = [Path(p).resolve().name for p in d[key]]
+    for key in ("out_dir", "output", "vgg_weights", "init", "resume"):
+        if d[key] and d[key] not in ("random", "auto"):
+            d[key] = Path(d[key]).resolve().name
+    return d
+
+
+def resume_source(cfg: TrainConfig, ckpt_path: Path, out_dir: Path, info: dist.DistInfo) -> Path | None:
+    """The checkpoint to continue from, if any (``--resume auto`` = the run folder's own)."""
+    if cfg.resume == "auto":
+        if ckpt_path.is_file():
+            return ckpt_path
+        _note(info, f"no checkpoint in {out_dir}: starting a new run")
+        return None
+    if cfg.resume:
+        path = Path(cfg.resume)
+        if not path.is_file():
+            raise FastNSTError(f"Checkpoint {path} does not exist.")
+        return path
+    if ckpt_path.is_file():
+        _note(info, f"{out_dir} holds a checkpoint; starting over (pass --resume auto to continue it)")
+    return None
+
+
 def _note(info: dist.DistInfo, text: str) -> None:
     if info.main:
         from tqdm.auto import tqdm
@@ -359,12 +411,13 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None,
 
     device = info.device
     arch, preset = parse_arch(cfg)
-    name = cfg.name or Path(cfg.style[0]).stem
-    out_dir = Path(cfg.out_dir or f"runs/{name}_{preset}")
-    output = Path(cfg.output or f"weights/{name}_{preset}.safetensors")
-    if output.suffix != ".safetensors":
-        output = output.with_name(output.name + ".safetensors")
+    name, out_dir, output = run_paths(cfg, preset)
     ckpt_path = out_dir / "checkpoint.pt"
+    resume_path = resume_source(cfg, ckpt_path, out_dir, info)
+    state = load_checkpoint(resume_path) if resume_path is not None else None
+    if state is not None:
+        require_arch(resume_path, Arch.from_dict(state["arch"]), state.get("preset"), arch, preset)
+    check_output(output, cfg, preset, state["config"] if state is not None else None)
     log_path = out_dir / "log.jsonl"
     dtype, amp_note = amp_dtype(cfg.amp, device)
     if amp_note:
@@ -410,20 +463,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None,
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_step, seconds0, history = 0, 0.0, []
-    resume_path = None
-    if cfg.resume == "auto":
-        resume_path = ckpt_path if ckpt_path.is_file() else None
-        if resume_path is None:
-            _note(info, f"no checkpoint in {out_dir}: starting a new run")
-    elif not cfg.resume and ckpt_path.is_file():
-        _note(info, f"{out_dir} holds a checkpoint; starting over (pass --resume auto to continue it)")
-    elif cfg.resume:
-        resume_path = Path(cfg.resume)
-        if not resume_path.is_file():
-            raise FastNSTError(f"Checkpoint {resume_path} does not exist.")
-    if resume_path is not None:
-        state = load_checkpoint(resume_path)
-        require_arch(resume_path, Arch.from_dict(state["arch"]), state.get("preset"), arch, preset)
+    if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         for group in optimizer.param_groups:  # a changed --lr applies to the continued run
@@ -554,8 +594,9 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None,
         write_outputs(step, checkpoint=False, samples=True)
     if info.main:
         style_image = ",".join(Path(p).name for p in cfg.style)
-        save_style(output, net, style_name=name, style_image=style_image, preset=preset,
-                   train_config=cfg.to_dict(), half=cfg.half)
+        # The recorded name is the one the style will be listed and picked by: the file's stem.
+        save_style(output, net, style_name=output.stem, style_image=style_image, preset=preset,
+                   train_config=portable_config(cfg), half=cfg.half)
     dist.barrier(info)
     return TrainResult(output=output, out_dir=out_dir, checkpoint=ckpt_path, start_step=start_step, steps=step,
                        seconds=seconds0 + time.perf_counter() - t0, device=str(device), world=info.world,
@@ -587,10 +628,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m train") ->
             signal.signal(signal.SIGTERM, previous)
     if result.world == 1 or int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1] if result.history else {}
-        print(f"wrote {result.output}  (steps {result.start_step}→{result.steps}, {result.seconds:.1f} s on "
-              f"{result.device}{f' ×{result.world}' if result.world > 1 else ''})")
+        print(f"wrote style {result.output.stem!r} to {result.output}  (steps {result.start_step}→{result.steps}, "
+              f"{result.seconds:.1f} s on {result.device}{f' ×{result.world}' if result.world > 1 else ''})")
         if last:
             print("final losses: " + "  ".join(f"{k} {last[k]:.4g}" for k in LOSS_KEYS)
                   + f"  ({last['images_per_s']:.2f} images/s)")
         print(f"run folder: {result.out_dir}")
+        print(f"use it: fastnst stylize INPUT --style {result.output} (or put it in a folder on FASTNST_WEIGHTS "
+              f"to pick it as --style {result.output.stem})")
     return 0

@@ -531,6 +531,82 @@ def test_ddp_two_processes_gloo_one_writer_and_resume(photos, tmp_path):
     assert load_style(tmp_path / "model.safetensors").train_config["steps"] == 5
 
 
+class _StopOnRankOne:
+    """A stop flag that only rank 1 sees (a SIGTERM that reached one process), from its first look."""
+
+    def is_set(self) -> bool:
+        return os.environ.get("RANK") == "1"
+
+
+def _ddp_stop_worker(rank: int, world: int, port: int, cfg: TrainConfig, result_dir: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from train.loop import train
+
+    try:
+        train(cfg, stop=_StopOnRankOne())  # type: ignore[arg-type]
+        outcome = "finished"
+    except KeyboardInterrupt:
+        outcome = "stopped"
+    Path(result_dir, f"rank{rank}").write_text(outcome)
+
+
+def test_ddp_a_stop_seen_by_one_process_stops_every_process(photos, tmp_path):
+    """Without agreement rank 0 would go on into the next gradient all-reduce and wait forever."""
+    import torch.multiprocessing as mp
+
+    from train.loop import STOP_AGREE_EVERY
+
+    cfg = tiny_config(photos, tmp_path, batch_size=1, temporal_weight=0.0, arch="4,8,8:1", image_size=24, steps=40,
+                      style_layers={"relu1_2": 1.0})
+    ctx = mp.start_processes(_ddp_stop_worker, args=(2, _free_port(), cfg, str(tmp_path)), nprocs=2,
+                             start_method="fork", join=False)
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("a process is still blocked: the stop was not agreed")
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["stopped", "stopped"]
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == STOP_AGREE_EVERY  # both stopped at the first agreement point
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_torchrun_device_is_cuda_local_rank_and_a_conflicting_index_is_refused(monkeypatch):
+    from train import dist
+
+    monkeypatch.setattr(dist, "pick_device", lambda name: torch.device("cuda" if name in ("auto", None) else name))
+    assert dist.rank_device("auto", 1) == torch.device("cuda", 1)
+    assert dist.rank_device("cuda", 3) == torch.device("cuda", 3)
+    assert dist.rank_device("cuda:0", 0) == torch.device("cuda", 0)  # one process per node
+    assert dist.rank_device("cpu", 1) == torch.device("cpu")
+    with pytest.raises(FastNSTError, match="CUDA_VISIBLE_DEVICES"):
+        dist.rank_device("cuda:0", 1)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_cuda_training_with_amp_has_finite_falling_loss(photos, tmp_path, amp):
+    from train.loop import train
+
+    result = train(tiny_config(photos, tmp_path, device="cuda", amp=amp, steps=20, image_size=64,
+                               arch="16,32,64:2", checkpoint_every=10))
+    log = _log(tmp_path / "run")
+    assert len(log) == 20 and all(np.isfinite(r[k]) for r in log for k in ("content", "style", "temporal", "total"))
+    first = np.mean([r["total"] for r in log[:3]])
+    last = np.mean([r["total"] for r in log[-3:]])
+    assert last < 0.5 * first, (first, last)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert bool(state["scaler"]) == (amp == "fp16")  # fp16 trains with a loss scaler, bf16 needs none
+    model = load_style(result.output, device="cuda")
+    x = torch.rand(1, 3, 64, 64, device="cuda")
+    with torch.no_grad():
+        assert torch.isfinite(model.net(x)).all()
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(photos, tmp_path):
     """``torchrun --nproc_per_node 2 -m train``: DDP on CPU (gloo), one writer, then resume under torchrun."""

@@ -41,10 +41,8 @@ def setup(device_name: str | None) -> DistInfo:
         return DistInfo(device=pick_device(device_name))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_name)
+    device = rank_device(device_name, local_rank)
     if device.type == "cuda":
-        if device.index is None or device_name in (None, "", "auto", "cuda"):
-            device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
@@ -53,6 +51,30 @@ def setup(device_name: str | None) -> DistInfo:
         except (RuntimeError, ValueError) as exc:
             raise FastNSTError(f"Could not join the {backend} process group ({str(exc).splitlines()[0]}).") from exc
     return DistInfo(rank=rank, world=world, local_rank=local_rank, device=device)
+
+
+def rank_device(device_name: str | None, local_rank: int) -> torch.device:
+    """The device of one process under torchrun: ``cuda:LOCAL_RANK`` for a CUDA run, so that the
+    processes of a node spread over its GPUs. An explicit ``cuda:N`` would put every process on GPU
+    N: accepted only where it is this process's own GPU (one process per node), refused otherwise."""
+    device = pick_device(device_name)
+    if device.type != "cuda":
+        return device
+    if device.index is not None and device.index != local_rank:
+        raise FastNSTError(f"--device {device_name} would put every torchrun process on one GPU: each takes "
+                           "cuda:LOCAL_RANK; pass --device cuda and choose the GPUs with CUDA_VISIBLE_DEVICES.")
+    return pick_device(f"cuda:{local_rank}")
+
+
+def any_process(flag: bool, info: DistInfo) -> bool:
+    """Whether ``flag`` is true in any process: a collective, so every process must call it at the same
+    step. Used to stop together: a process that stopped alone would leave the others blocked in the
+    next gradient all-reduce."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)  # NCCL reduces CUDA tensors only
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def barrier(info: DistInfo) -> None:

@@ -8,11 +8,15 @@ imports neither torch nor fastnst's heavy parts, so ``fastnst --help`` stays fas
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 
 from fastnst.argtypes import parse_layer_weights
+from fastnst.errors import FastNSTError
 
 # Content at relu2_2 (Johnson et al. 2016) keeps edges and small detail; style at Gatys et al.'s
 # relu1_1…relu5_1, the set the Gatys mode and `fastnst eval`'s style distance use. Johnson's style set
@@ -129,6 +133,13 @@ class TrainConfig:
         "(flow: OpenCV DIS, occlusions: forward-backward check)", metavar="VIDEO"))
     video_pairs: int = field(default=200, metadata=_h("frame pairs taken from each video, spread over it"))
     progress: bool = field(default=True, metadata=_h("show a progress bar"))
+    # A recipe: these settings from a TOML file (train/recipes/ holds one per shipped style).
+    recipe: str = field(default="", metadata=_h(
+        "TOML file of these settings (names as the options here, with '_' for '-'); options given on the "
+        "command line override it; its content/style/video paths are relative to its data_root", metavar="FILE"))
+    data_root: str = field(default="", metadata=_h(
+        "folder the recipe's content/style/video paths are relative to (default: the recipe's own data_root "
+        "setting, taken relative to the recipe file, else the recipe file's folder)", metavar="DIR"))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,13 +154,19 @@ def _format_layers(d: dict[str, float]) -> str:
     return ",".join(f"{k}:{v:g}" for k, v in d.items())
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add one option per :class:`TrainConfig` field to ``parser``."""
+def add_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str, object] | None = None
+                  ) -> argparse.ArgumentParser:
+    """Add one option per :class:`TrainConfig` field to ``parser``; ``defaults`` (a recipe's values)
+    replace the dataclass defaults, and a required option a recipe provides is no longer required."""
     hints = typing.get_type_hints(TrainConfig)
+    defaults = defaults or {}
     for f in fields(TrainConfig):
         meta = dict(f.metadata)
         help_text = meta.pop("help", "")
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        default = defaults.get(f.name, default)
+        if f.name in defaults:
+            meta.pop("required", None)
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
         kwargs: dict = {"dest": f.name, "help": help_text, **meta}
@@ -168,14 +185,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def build_parser(prog: str = "python -m train") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m train", defaults: Mapping[str, object] | None = None
+                 ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Train a fastnst style network (Johnson et al. 2016) on a photo folder, with a VGG19 "
                     "perceptual loss and a two-frame temporal loss. Runs under torchrun for several "
-                    "processes (DistributedDataParallel).",
+                    "processes (DistributedDataParallel). --recipe FILE.toml takes the settings from a file "
+                    "(train/recipes/ reproduces each shipped style).",
     )
-    return add_arguments(parser)
+    return add_arguments(parser, defaults)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -183,4 +202,89 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def parse_config(argv: Sequence[str] | None = None, prog: str = "python -m train") -> TrainConfig:
-    return config_from_args(build_parser(prog).parse_args(argv))
+    """The configuration from ``argv``: dataclass defaults, then ``--recipe``'s values, then the
+    options given explicitly. Raises FastNSTError for an unreadable or invalid recipe."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe", default="")
+    pre.add_argument("--data-root", default="")
+    known, _ = pre.parse_known_args(argv)
+    defaults = read_recipe(known.recipe, data_root=known.data_root) if known.recipe else None
+    return config_from_args(build_parser(prog, defaults).parse_args(argv))
+
+
+# --- recipes ----------------------------------------------------------------------------------------
+
+RECIPE_DATA_KEYS = ("content", "style", "video")
+
+
+def read_recipe(path: str | Path, *, data_root: str | Path = "") -> dict[str, object]:
+    """The settings of a TOML recipe as :class:`TrainConfig` field values, checked and typed.
+
+    ``content``, ``style`` and ``video`` paths are taken relative to ``data_root`` when given (relative
+    to the current folder), else to the recipe's own ``data_root`` setting (relative to the recipe
+    file), else to the recipe file's folder. Other paths (``init``, ``out_dir``, ``output``, …) stay
+    relative to the current folder, like the command line's.
+    """
+    path = Path(path)
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError as exc:
+            raise FastNSTError("Reading a --recipe needs Python ≥ 3.11 or `pip install tomli`.") from exc
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FastNSTError(f"Recipe {path} cannot be read ({exc.strerror or exc}).") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FastNSTError(f"Recipe {path} is not valid TOML ({exc}).") from exc
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = sorted(set(raw) - set(known) | ({"recipe"} & set(raw)))
+    if unknown:
+        raise FastNSTError(f"Recipe {path} has unknown setting(s) {', '.join(unknown)}: the settings are the "
+                           "options of `python -m train --help`, with '_' for '-'.")
+    hints = typing.get_type_hints(TrainConfig)
+    values = {k: _recipe_value(path, k, v, hints[k], known[k].metadata.get("choices")) for k, v in raw.items()}
+    root = Path(data_root) if data_root else path.parent / str(values.get("data_root", ""))
+    for key in RECIPE_DATA_KEYS:
+        if key in values:
+            values[key] = [os.path.normpath(root / p) for p in values[key]]  # type: ignore[union-attr]
+    values["data_root"] = os.path.normpath(root)
+    values["recipe"] = str(path)
+    return values
+
+
+def _recipe_value(path: Path, key: str, value: object, hint: object, choices: Sequence[str] | None) -> object:
+    """``value`` as the field's type (a string for a list becomes a one-item list; layers may be a
+    table or the command line's ``NAME:W,…`` string); FastNSTError otherwise."""
+    def bad(what: str) -> FastNSTError:
+        return FastNSTError(f"Recipe {path}: {key} must be {what}, not {value!r}.")
+
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+    elif typing.get_origin(hint) is list:
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad("a string or a list of strings")
+    elif typing.get_origin(hint) is dict:
+        try:
+            value = parse_layer_weights(value) if isinstance(value, str) else {
+                str(k): float(v) for k, v in value.items() if not isinstance(v, bool)}  # type: ignore[union-attr]
+        except (argparse.ArgumentTypeError, AttributeError, TypeError, ValueError) as exc:
+            raise bad("a table of layer = weight (or 'relu1_1:1,relu2_1:1')") from exc
+    if choices and value not in choices:
+        raise bad("one of " + ", ".join(choices))
+    return value

@@ -334,7 +334,7 @@ def portable_config(cfg: TrainConfig) -> dict:
     d = cfg.to_dict()
     for key in ("content", "style", "video"):
         d[key] = [Path(p).resolve().name for p in d[key]]
-    for key in ("out_dir", "output", "vgg_weights", "init", "resume"):
+    for key in ("out_dir", "output", "vgg_weights", "init", "resume", "recipe", "data_root"):
         if d[key] and d[key] not in ("random", "auto"):
             d[key] = Path(d[key]).resolve().name
     return d
@@ -610,7 +610,11 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None,
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m train") -> int:
     """Command-line entry: parse, train, print where the results are. Exit 2 on user errors."""
-    cfg = parse_config(argv, prog)
+    try:
+        cfg = parse_config(argv, prog)
+    except FastNSTError as exc:  # an unreadable or invalid --recipe
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     previous = None
     stop = threading.Event()
     # `kill PID` of a background run: stop like Ctrl-C, i.e. checkpoint first. Only a flag here, acted

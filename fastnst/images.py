@@ -102,7 +102,7 @@ def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
     TIFF); ``None`` when the format is not recognised or the header is damaged."""
     with open(path, "rb") as f:
         head = f.read(32)
-        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
             return _u32(head, 16), _u32(head, 20)
         if head[:3] == b"\xff\xd8\xff":
             return _jpeg_size(f)
@@ -119,6 +119,9 @@ def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
                 return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
             return None
         if head[:2] == b"BM" and len(head) >= 26:
+            if _u32(head, 14, "little") == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+                return _u16(head, 18, "little"), _u16(head, 20, "little")
+            # BITMAPINFOHEADER and later: 32-bit, height negative for top-down rows
             return abs(int.from_bytes(head[18:22], "little", signed=True)), \
                 abs(int.from_bytes(head[22:26], "little", signed=True))
         if head[:4] in (b"II*\x00", b"MM\x00*"):

@@ -42,6 +42,16 @@ def test_header_size_of_alpha_webp_and_unknown_files(tmp_path: Path) -> None:
     assert header_size(tmp_path / "t.png") is None and header_size(tmp_path / "cut.jpg") is None
 
 
+def test_header_size_of_an_os2_bitmap(tmp_path: Path) -> None:
+    import struct
+
+    # BITMAPCOREHEADER (12 bytes, 16-bit sizes): read as 32-bit it would claim a huge picture
+    head = b"BM" + struct.pack("<IHHI", 26 + 30 * 20 * 3, 0, 0, 26) + struct.pack("<IHHHH", 12, 30, 20, 1, 24)
+    (tmp_path / "core.bmp").write_bytes(head + bytes(30 * 20 * 3))
+    assert header_size(tmp_path / "core.bmp") == (30, 20)
+    assert read_image(tmp_path / "core.bmp").shape == (20, 30, 3)
+
+
 def test_check_pixels_and_the_limit_context() -> None:
     check_pixels(100, 100, 10_000, "x")
     with pytest.raises(FastNSTError, match="--max-pixels 10100"):

@@ -46,8 +46,9 @@ def test_header_size_of_an_os2_bitmap(tmp_path: Path) -> None:
     import struct
 
     # BITMAPCOREHEADER (12 bytes, 16-bit sizes): read as 32-bit it would claim a huge picture
-    head = b"BM" + struct.pack("<IHHI", 26 + 30 * 20 * 3, 0, 0, 26) + struct.pack("<IHHHH", 12, 30, 20, 1, 24)
-    (tmp_path / "core.bmp").write_bytes(head + bytes(30 * 20 * 3))
+    pixels = bytes(92 * 20)  # 30 px × 3 bytes, rows padded to 4 bytes
+    head = b"BM" + struct.pack("<IHHI", 26 + len(pixels), 0, 0, 26) + struct.pack("<IHHHH", 12, 30, 20, 1, 24)
+    (tmp_path / "core.bmp").write_bytes(head + pixels)
     assert header_size(tmp_path / "core.bmp") == (30, 20)
     assert read_image(tmp_path / "core.bmp").shape == (20, 30, 3)
 

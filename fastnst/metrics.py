@@ -94,6 +94,7 @@ class EvalReport:
     device: str
     notes: list[str] = field(default_factory=list)
     pictures: dict[str, str] = field(default_factory=dict)
+    unstabilized: EvalReport | None = None  # the same model without stabilisation, same pass
 
     @property
     def e_warp_ratio(self) -> float | None:
@@ -106,6 +107,7 @@ class EvalReport:
         d = asdict(self)
         d["size"] = list(self.size)
         d["e_warp_ratio"] = self.e_warp_ratio
+        d["unstabilized"] = self.unstabilized.to_dict() if self.unstabilized is not None else None
         return d
 
 
@@ -131,6 +133,13 @@ def format_report(report: EvalReport) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [head, ""] + ["  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
                           for r in rows]
+    if report.unstabilized is not None:
+        u = report.unstabilized
+        lines.insert(4, "  ".join([
+            "E_warp (no stabilisation)".ljust(widths[0]), "".rjust(widths[1]), _fmt(u.e_warp).rjust(widths[2]),
+            ("—" if u.e_warp_ratio is None else f"{u.e_warp_ratio:.2f}x").rjust(widths[3])]))
+        lines.insert(6, "  ".join(["style (no stabilisation)".ljust(widths[0]), "".rjust(widths[1]),
+                                   _fmt(u.style_distance).rjust(widths[2]), "".rjust(widths[3])]))
     lines += [f"note: {n}" for n in report.notes]
     lines += [f"picture: {p}" for p in report.pictures.values()]
     return "\n".join(lines)
@@ -685,11 +694,17 @@ def evaluate_frames(
 # --------------------------------------------------------------------------------------------------
 
 
-def model_stylizer(style_model: str | os.PathLike, *, device: torch.device | str = "cpu") -> FrameStylizer:
-    """A frame → stylized frame function for a style model (name or ``.safetensors`` path)."""
-    from .pipeline import Stylizer
+def model_stylizer(style_model: str | os.PathLike, *, device: torch.device | str = "cpu",
+                   work_size: int | None = None, stabilize: float = 0.0) -> FrameStylizer:
+    """A frame → stylized frame function for a style model (name or ``.safetensors`` path), with the
+    stylize command's stages: working resolution, edge-aware upsampling and, when ``stabilize`` > 0, a
+    stabiliser whose history runs over the frames in the order they are given."""
+    from .stabilize import Stabilizer
+    from .stylizer import Stylizer
 
-    return Stylizer(style_model, device=device)
+    stylizer = Stylizer(style_model, device=device, work_size=work_size)
+    stabilizer = Stabilizer(stabilize) if stabilize > 0 else None
+    return lambda frame: stylizer(frame, stabilizer)
 
 
 def evaluate_outputs(
@@ -731,15 +746,21 @@ def evaluate_video(
     style_image: str | os.PathLike,
     style_model: str | os.PathLike | None = None,
     device: torch.device | str | None = None,
+    work_size: int | None = None,
+    stabilize: float | None = None,
     **kwargs,
 ) -> EvalReport:
     """E_warp (with the input's floor), style and content distance of a stylized video.
 
     Give ``stylized_video`` (a file) or ``style_model`` (a style name or ``.safetensors``: its frames
-    are stylized on the fly, no file written), or neither for the floor only. Other keyword
-    arguments (``max_frames``, ``stride``, ``max_size``, ``start``, ``flow``, ``vgg``, ``pictures``,
-    …) as in :func:`evaluate_outputs` / :func:`evaluate_frames`.
+    are stylized on the fly, no file written, with the stylize command's defaults or ``work_size`` /
+    ``stabilize``), or neither for the floor only. With a model and stabilisation on, the same model
+    without stabilisation is measured in the same pass and returned in ``report.unstabilized``. Other
+    keyword arguments (``max_frames``, ``stride``, ``max_size``, ``start``, ``flow``, ``vgg``,
+    ``pictures``, …) as in :func:`evaluate_outputs` / :func:`evaluate_frames`.
     """
+    from .options import DEFAULT_STABILIZE
+
     if stylized_video is not None and style_model is not None:
         raise FastNSTError("Give either a stylized video or a style model, not both.")
     dev = device if isinstance(device, torch.device) else pick_device(device)
@@ -748,11 +769,17 @@ def evaluate_video(
     if stylized_video is not None:
         outputs["stylized"], names["stylized"] = stylized_video, str(stylized_video)
     elif style_model is not None:
-        outputs["stylized"] = model_stylizer(style_model, device=dev)
-        names["stylized"] = f"{style_model} (stylized on the fly)"
+        strength = DEFAULT_STABILIZE if stabilize is None else float(stabilize)
+        outputs["stylized"] = model_stylizer(style_model, device=dev, work_size=work_size, stabilize=strength)
+        names["stylized"] = f"{style_model} (stylized on the fly, stabilise {strength:g})"
+        if strength > 0:
+            outputs["unstabilized"] = model_stylizer(style_model, device=dev, work_size=work_size)
+            names["unstabilized"] = f"{style_model} (stylized on the fly, no stabilisation)"
     reports = evaluate_outputs(input_video, outputs, style_image=style_image, device=dev, output_names=names,
                                **kwargs)
-    return next(iter(reports.values()))
+    report = reports.get("stylized") or next(iter(reports.values()))
+    report.unstabilized = reports.get("unstabilized")
+    return report
 
 
 __all__ = [

@@ -263,6 +263,27 @@ def test_eval_with_a_style_model_stylizes_on_the_fly(tmp_path, vgg):
         metrics.evaluate_video(video, video, style_image=_style(), style_model=model, vgg=vgg)
 
 
+def test_eval_of_a_model_reports_with_and_without_stabilisation(tmp_path, vgg):
+    """One pass measures the stabilised model and the same model without it; on a translating video
+    stabilisation must not raise the flicker, and the report says both."""
+    from fastnst.models import build_model
+    from fastnst.styles import save_style
+
+    model = save_style(tmp_path / "m.safetensors", build_model(preset="fast"), style_name="m", preset="fast")
+    video = tmp_path / "in.mp4"
+    _write_video(video, _translating(8, h=48, w=64))
+    r = metrics.evaluate_video(video, style_image=_style(), style_model=model, device="cpu", vgg=vgg,
+                               vgg_every=99, stabilize=0.8)
+    u = r.unstabilized
+    assert u is not None and u.e_warp is not None and r.e_warp is not None
+    assert r.e_warp <= u.e_warp
+    text = metrics.format_report(r)
+    assert "no stabilisation" in text and r.to_dict()["unstabilized"]["e_warp"] == u.e_warp
+    off = metrics.evaluate_video(video, style_image=_style(), style_model=model, device="cpu", vgg=vgg,
+                                 vgg_every=99, stabilize=0)
+    assert off.unstabilized is None and off.e_warp == pytest.approx(u.e_warp)
+
+
 def test_eval_without_vgg_weights_says_how_to_get_them(tmp_path, capsys, monkeypatch):
     from fastnst import vgg as vgg_module
 

@@ -317,7 +317,7 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--threads", type=int, default=None,
                    help="PyTorch CPU threads (default: measured over the first frames)")
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",  # issue16
-                   help="refuse images and video frames larger than N pixels (default: 50 million)")
+                   help="refuse images and video frames larger than N pixels (default: 50 million; 0: no limit)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_stylize)
 

@@ -33,6 +33,8 @@ def pixel_limit(max_pixels: int | None) -> Iterator[None]:
     For callers that cannot thread a keyword through (the CLI around a pipeline call).
     """
     global _max_pixels
+    if max_pixels is not None and max_pixels < 0:
+        raise FastNSTError(f"--max-pixels must be 0 (no limit) or positive, got {max_pixels}.")
     old = _max_pixels
     if max_pixels is not None:
         _max_pixels = int(max_pixels)

@@ -64,6 +64,8 @@ def test_check_pixels_and_the_limit_context() -> None:
         with pytest.raises(FastNSTError):
             check_pixels(8, 8, None, "x")
     assert max_pixels_default() == DEFAULT_MAX_PIXELS
+    with pytest.raises(FastNSTError, match="no limit"), pixel_limit(-1):
+        pass
 
 
 def test_read_image_cap_and_keyword(tmp_path: Path) -> None:

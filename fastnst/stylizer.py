@@ -121,6 +121,7 @@ class Stylizer:
             net = net.to(memory_format=torch.channels_last)
         self.net: nn.Module = net
         self._forward: Callable[[torch.Tensor], torch.Tensor] = net
+        self._graphs = compile == "reduce-overhead"
         if compile:
             mode = compile if isinstance(compile, str) else None
             self._forward = torch.compile(net, mode=mode, dynamic=True)
@@ -145,6 +146,8 @@ class Stylizer:
         x = work.to(self.net_dtype).contiguous(memory_format=fmt)
         with autocast(self.device, None if self.device.type == "cuda" else self.dtype):
             y = self._forward(x)
+        if self._graphs:
+            y = y.clone()  # CUDA graphs reuse their output buffer: the next call would overwrite this one
         return y.float().clamp_(0, 1)
 
     @property

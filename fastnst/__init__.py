@@ -4,10 +4,11 @@ __version__ = "0.1.0"
 
 from .errors import FastNSTError
 
-__all__ = ["FastNSTError", "Stylizer", "__version__", "load_style", "stylize_video"]
+__all__ = ["FastNSTError", "Schedule", "Stylizer", "__version__", "load_schedule", "load_style", "stylize_video"]
 
 # Lazy exports: ``import fastnst`` stays light (no torch/PyAV) until one of these is touched.
-_LAZY = {"Stylizer": "pipeline", "stylize_video": "pipeline", "load_style": "styles"}
+_LAZY = {"Stylizer": "pipeline", "stylize_video": "pipeline", "load_style": "styles", "Schedule": "timeline",
+         "load_schedule": "timeline"}
 
 
 def __getattr__(name: str):

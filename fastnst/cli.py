@@ -216,6 +216,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 # >>> stylize / webcam subcommands (issue 4)
 
+# = fastnst.timeline.DEFAULT_TRANSITION (seconds), not imported from there: it pulls in torch, and
+# `fastnst --help` should stay quick (tests check the two agree)
+DEFAULT_TRANSITION = 1.5
+
 
 def _positive_float(text: str) -> float:
     try:
@@ -263,12 +267,24 @@ def _seconds(text: str) -> float:
     return total
 
 
+def _style_schedule(args: argparse.Namespace):
+    """The :class:`fastnst.timeline.Schedule` that ``--style``/``--schedule``/``--transition`` describe."""
+    from .timeline import Schedule, load_schedule
+
+    if args.schedule is not None:
+        if args.style:
+            raise FastNSTError("Give either --schedule FILE or --style, not both.")
+        return load_schedule(args.schedule, transition=args.transition)
+    return Schedule.from_cli(args.style, args.transition)
+
+
 def _cmd_stylize(args: argparse.Namespace) -> int:
     from .pipeline import stylize_path
 
     # Video options are ignored for images and folders.
     res = stylize_path(
-        args.input, args.output, args.style, device=args.device, dtype=args.dtype, max_size=args.max_size,
+        args.input, args.output, schedule=_style_schedule(args), strength=args.strength,
+        preserve_color=args.preserve_color, device=args.device, dtype=args.dtype, max_size=args.max_size,
         scale=args.scale, work_size=args.work_size, progress=not args.quiet, batch_size=args.batch_size,
         codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, duration=args.duration,
         threads=args.threads, stabilize=args.stabilize, force=args.force,
@@ -292,8 +308,20 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
                        formatter_class=HelpFormatter)
     p.add_argument("input", help="image (.png/.jpg/.webp…), folder of images, or video file")
     p.add_argument("-o", "--output", required=True, help="output image, folder or video (.mp4/.mkv/.avi…)")
-    p.add_argument("--style", default=None, help="style name (see `fastnst styles`) or .safetensors path "
-                                                  "(default: the default shipped style)")
+    p.add_argument("--style", action="append", default=None, metavar="STYLE[@TIME]",
+                   help="style name (see `fastnst styles`), .safetensors path or blend a:0.6,b:0.4 (default: the "
+                        "default shipped style); repeat with @TIME (seconds or [HH:]MM:SS) for a timeline: "
+                        "--style a --style b@4 --style c@1:30. Times are on the input video's own clock, also "
+                        "with --start; an image gets the style at 0 s")
+    p.add_argument("--schedule", default=None, metavar="FILE",
+                   help="styles over time from a .json/.toml file (entries: style, start, optional transition "
+                        "and strength; see README 'Style timeline'); instead of --style")
+    p.add_argument("--transition", type=float, default=DEFAULT_TRANSITION, metavar="SECONDS",
+                   help="length of each cross-fade between styles, centred on its time (0: a cut)")
+    p.add_argument("--strength", type=_unit_float, default=1.0, metavar="0..1",
+                   help="style strength: 0 gives the input back, 1 the full style (scales a schedule's strengths)")
+    p.add_argument("--preserve-color", action="store_true",
+                   help="keep the input's colours: style on luminance only (YIQ)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                    help="network precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")
@@ -305,7 +333,8 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
                    help="run the network at this factor of the resolution instead (<1: bigger brush strokes)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     v = p.add_argument_group("video")
-    v.add_argument("--start", type=_seconds, default=None, help="start time (s or [HH:]MM:SS)")
+    v.add_argument("--start", type=_seconds, default=None,
+                   help="start time (s or [HH:]MM:SS); --style/--schedule times stay on the video's own clock")
     v.add_argument("--duration", type=_seconds, default=None, help="segment length (s or [HH:]MM:SS)")
     v.add_argument("--batch-size", type=int, default=None, help="frames per batch (default: 8 on CUDA, 1 on CPU)")
     v.add_argument("--codec", default="libx264", help="video encoder")
@@ -333,7 +362,8 @@ def _cmd_webcam(args: argparse.Namespace) -> int:
         args.style or [None], camera=args.camera, device=args.device, dtype=args.dtype, max_size=args.max_size,
         scale=args.scale, work_size=args.work_size, stabilize=args.stabilize, record=args.record,
         snapshot_dir=args.snapshot_dir, show=not args.no_window, max_frames=args.max_frames or None,
-        side_by_side=args.side_by_side, threads=args.threads,
+        side_by_side=args.side_by_side, threads=args.threads, strength=args.strength,
+        preserve_color=args.preserve_color, fade=args.fade,
     )
     latency = f", median latency {res.latency_ms:.0f} ms" if res.latency_ms is not None else ""
     print(f"{res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} fps{latency})")
@@ -348,9 +378,15 @@ def _add_webcam(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "webcam", help="live style transfer from a camera, video file or stream URL",
         formatter_class=HelpFormatter,
-        description="Keys: q/Esc quit, s snapshot, space side-by-side, n/p next/previous style, 1-9 pick a style.")
+        description="Keys: q/Esc quit, s snapshot, space side-by-side, n/p next/previous style, 1-9 pick a style "
+                    "(cross-faded), +/- strength up/down by 0.1.")
     p.add_argument("--style", action="append", default=None,
-                   help="style name or .safetensors path; repeat to switch between several")
+                   help="style name, .safetensors path or blend a:0.6,b:0.4; repeat to switch between several")
+    p.add_argument("--strength", type=_unit_float, default=1.0, metavar="0..1",
+                   help="style strength at start: 0 the input, 1 the full style (keys +/- change it)")
+    p.add_argument("--preserve-color", action="store_true", help="keep the input's colours (style on luminance)")
+    p.add_argument("--fade", type=float, default=0.5, metavar="SECONDS",
+                   help="cross-fade length when a key changes the style or the strength (0: cut)")
     p.add_argument("--camera", type=_camera, default=0, help="camera index, video file or URL")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
@@ -384,6 +420,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         vgg_weights=args.vgg_weights, flow=args.flow, raft_weights=args.raft_weights, max_frames=args.max_frames or None,
         stride=args.stride, max_size=args.max_size, start=args.start, vgg_every=args.vgg_every,
         style_size=args.style_size, min_trusted=args.min_trusted, pictures=args.pictures, progress=not args.quiet,
+        **({"work_size": args.work_size, "stabilize": args.stabilize} if args.model is not None else {}),
     )
     print(format_report(report))
     if args.json:
@@ -424,6 +461,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vgg-weights", default=None, help="VGG19 weights file (default: the cache)")
     p.add_argument("--device", default="auto")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--work-size", type=_work_size, default=None, metavar="N",
+                   help="with --model: network resolution as in stylize (default: the style's own; 0: full)")
+    p.add_argument("--stabilize", type=_unit_float, default=None, metavar="0..1",
+                   help=f"with --model: stabilisation as in stylize (default {DEFAULT_STABILIZE}); above 0 the "
+                        "model is also measured without it, in the same pass")
     p.set_defaults(func=_cmd_eval)
 
     c = sub.add_parser("curves", help="plot loss curves from training log.jsonl files (needs matplotlib)")

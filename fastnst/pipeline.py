@@ -1,6 +1,11 @@
 """Stylizing images and videos: :func:`stylize_video` (the streaming engine of :mod:`fastnst.engine`
-wired to the frame stages of :class:`fastnst.stylizer.Stylizer`) and :func:`stylize_path` for files and
-folders. :class:`Stylizer` is re-exported here for compatibility."""
+wired to the frame stages of :class:`fastnst.stylizer.Stylizer`, through a :class:`fastnst.mixer.Mixer`
+that follows a style :class:`fastnst.timeline.Schedule`) and :func:`stylize_path` for files and
+folders. :class:`Stylizer` is re-exported here for compatibility.
+
+Schedule times are seconds on the input video's own clock (each decoded frame's ``time``), also
+with ``start``: a change at 8 s in a run from ``start=5`` happens 3 s into the output. Images are
+rendered as the schedule stands at 0 s."""
 
 from __future__ import annotations
 
@@ -20,9 +25,11 @@ from .devices import parse_dtype
 from .engine import Batch, Channel, CudaBatcher, End, Failed, Reader, Stopped, Writer, check_output
 from .errors import FastNSTError
 from .images import IMAGE_SUFFIXES, list_images, read_image, write_image
+from .mixer import Mixer, build_mixer, plan_styles
 from .options import DEFAULT_ENCODER_THREADS, DEFAULT_PRESET, DEFAULT_STABILIZE
 from .stabilize import Stabilizer
 from .stylizer import Stylizer, ThreadTuner, as_stylizer, work_shape
+from .timeline import Mix, Schedule, format_mix
 
 # --------------------------------------------------------------------------------------------------
 # Video engine
@@ -73,7 +80,8 @@ class VideoResult:
 class _Run:
     """What the main loop of one :func:`stylize_video` call works with."""
 
-    stylizer: Stylizer
+    mixer: Mixer
+    schedule: Schedule
     stabilizer: Stabilizer | None
     batch_size: int
     q_in: Channel
@@ -84,6 +92,11 @@ class _Run:
     frames_done: int = 0
     last_time: float = 0.0
     work: tuple[int, int] | None = None
+    mixes: list[Mix] = field(default_factory=list)  # of the batch being submitted (CUDA)
+
+    @property
+    def stylizer(self) -> Stylizer:
+        return self.mixer.first
 
 
 def _stylize_frames(run: _Run, frames: list[np.ndarray]) -> torch.Tensor:
@@ -91,7 +104,7 @@ def _stylize_frames(run: _Run, frames: list[np.ndarray]) -> torch.Tensor:
     if run.work is None:
         h, w = frames[0].shape[:2]
         run.work = work_shape(h, w, work_size=st.work_size, scale=st.scale)
-    return st.stylize_uint8(torch.from_numpy(np.stack(frames)), run.stabilizer)
+    return run.mixer.stylize_uint8(torch.from_numpy(np.stack(frames)), run.mixes, run.stabilizer)
 
 
 def _emit(run: _Run, batch: Batch) -> None:
@@ -104,7 +117,8 @@ def _main_loop(run: _Run, pts_offset: int, cuda: CudaBatcher | None) -> None:
     """Take decoded frames in batches through the network stages and hand them to the writer."""
     import av
 
-    def flush(frames: list[np.ndarray], pts: list[int]) -> None:
+    def flush(frames: list[np.ndarray], pts: list[int], times: list[float]) -> None:
+        run.mixes = [run.schedule.at(t) for t in times]
         if cuda is not None:
             cuda.submit(frames, pts)
             for b in cuda.completed(keep=1):
@@ -115,6 +129,7 @@ def _main_loop(run: _Run, pts_offset: int, cuda: CudaBatcher | None) -> None:
 
     frames: list[np.ndarray] = []
     pts_list: list[int] = []
+    times: list[float] = []
     while not isinstance(item := run.q_in.get(run.writer.check), End):
         if isinstance(item, Failed):
             raise item.exc
@@ -123,12 +138,13 @@ def _main_loop(run: _Run, pts_offset: int, cuda: CudaBatcher | None) -> None:
             continue
         frames.append(item.image)
         pts_list.append(item.pts - pts_offset)
+        times.append(item.time)  # the input's own clock, which schedule times refer to
         run.last_time = item.time
         if len(frames) == run.batch_size:
-            flush(frames, pts_list)
-            frames, pts_list = [], []
+            flush(frames, pts_list, times)
+            frames, pts_list, times = [], [], []
     if frames:
-        flush(frames, pts_list)
+        flush(frames, pts_list, times)
     if cuda is not None:
         for b in cuda.completed(keep=0):
             _emit(run, b)
@@ -159,8 +175,11 @@ def _make_stabilizer(stabilize: float | None) -> Stabilizer | None:
 def stylize_video(
     input: str | os.PathLike,
     output: str | os.PathLike,
-    style,
+    style=None,
     *,
+    schedule: Schedule | None = None,
+    strength: float = 1.0,
+    preserve_color: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     batch_size: int | None = None,
@@ -181,8 +200,14 @@ def stylize_video(
 ) -> VideoResult:
     """Stylize a video file into ``output``, streaming (constant memory) and keeping the audio.
 
-    ``style``: a style name/path, :class:`~fastnst.styles.StyleModel`, :class:`TransformerNet` or a
-    ready :class:`Stylizer` (then ``device``/``dtype``/``scale``/``work_size``/``compile`` are its own).
+    ``style``: a style name/path, a blend ``"a:0.6,b:0.4"``, :class:`~fastnst.styles.StyleModel`,
+    :class:`TransformerNet` or a ready :class:`Stylizer` (then ``device``/``dtype``/``scale``/
+    ``work_size``/``compile`` are its own); None: the default style. Or ``schedule``
+    (:class:`fastnst.timeline.Schedule`, e.g. :func:`fastnst.timeline.load_schedule`): styles over
+    time with cross-fades, its times in seconds on the input's own clock (also with ``start``); a
+    change at or after the video's end is an error. ``strength`` in [0, 1] scales the style's (or
+    every schedule entry's) strength: 0 gives the input back. ``preserve_color`` keeps the input's
+    colours (style on luminance, YIQ).
     ``batch_size`` defaults to 8 on CUDA and 1 on CPU. ``max_size`` downscales frames (longer side,
     px) while decoding; ``work_size``/``scale`` set the network's working resolution (see
     :class:`Stylizer`). ``stabilize`` in [0, 1] blends the previous output along the input's motion
@@ -206,7 +231,12 @@ def stylize_video(
     if duration is not None and duration <= 0:
         raise FastNSTError("--duration must be positive.")
     stabilizer = _make_stabilizer(stabilize)
-    stylizer = as_stylizer(style, device=device, dtype=dtype, scale=scale, work_size=work_size, compile=compile)
+    schedule, ready = plan_styles(style, schedule, strength)
+    if len(schedule.entries) > 1:
+        schedule.check_duration(_video_duration(in_path))
+    mixer = build_mixer(schedule.styles(), ready, preserve_color=preserve_color, device=device, dtype=dtype,
+                        scale=scale, work_size=work_size, compile=compile)
+    stylizer = mixer.first
     cuda = stylizer.device.type == "cuda"
     batch_size = int(batch_size or (8 if cuda else 1))
     if batch_size < 1:
@@ -235,15 +265,20 @@ def stylize_video(
     tuner = ThreadTuner(stylizer.device, threads)
     bar = tqdm(total=_estimate_total(container, vstream, start, duration), unit="frame", disable=not progress,
                dynamic_ncols=True, desc=in_path.name, leave=True)
-    run = _Run(stylizer, stabilizer, batch_size, q_in, q_out, writer, tuner, bar)
+    run = _Run(mixer, schedule, stabilizer, batch_size, q_in, q_out, writer, tuner, bar)
     t0 = time.perf_counter()
     try:
         reader.thread.start()
         writer.thread.start()
         batcher = None
         if cuda:
-            batcher = CudaBatcher(stylizer.device, lambda x: stylizer.stylize_uint8(x, stabilizer), batch_size, 3,
-                                  _take_buffer(writer, stop))
+            def run_batch(x: torch.Tensor) -> torch.Tensor:
+                # called inside submit(), right after flush() set run.mixes; a short last batch is
+                # padded with copies of its last frame (not emitted), so pad its mixes alike
+                mixes = run.mixes + run.mixes[-1:] * (len(x) - len(run.mixes))
+                return mixer.stylize_uint8(x, mixes, stabilizer)
+
+            batcher = CudaBatcher(stylizer.device, run_batch, batch_size, 3, _take_buffer(writer, stop))
         _main_loop(run, round(Fraction(start) / tb) if start else 0, batcher)
         while writer.thread.is_alive():
             writer.thread.join(timeout=0.1)
@@ -271,6 +306,19 @@ def stylize_video(
     return _video_result(run, in_path, out_path, fps, time.perf_counter() - t0, routes, declared)
 
 
+def _video_duration(path: Path) -> float | None:
+    """The video's duration in seconds from its headers (None when they do not say)."""
+    from .video import probe
+
+    return probe(path).duration
+
+
+def _schedule_notes(schedule: Schedule, last_time: float) -> list[str]:
+    """Style changes that the processed frames never reached (a segment ending before them)."""
+    return [f"the change to {format_mix(e.mix)!r} at {e.start:g} s lies after the last frame processed "
+            f"({last_time:.2f} s)" for e in schedule.entries[1:] if e.start - e.transition / 2 > last_time]
+
+
 def _encoder_options(codec: str) -> dict[str, str]:
     # x264's own threads compete with PyTorch's for the same cores; measured in benchmarks/speed.py.
     return {"threads": str(DEFAULT_ENCODER_THREADS)} if codec in ("libx264", "libx265") and DEFAULT_ENCODER_THREADS else {}
@@ -283,6 +331,7 @@ def _video_result(run: _Run, in_path: Path, out_path: Path, fps: Fraction, secon
     if declared and run.last_time + 2 / float(fps) < 0.9 * declared:
         notes.append(f"the video ended at {run.last_time:.1f} s although its header says {declared:.1f} s "
                      "(truncated file?)")
+    notes += _schedule_notes(run.schedule, run.last_time)
     if run.stabilizer is not None and run.stabilizer.cuts:
         notes.append(f"stabilisation restarted at {run.stabilizer.cuts} shot cut(s)")
     return VideoResult(
@@ -308,11 +357,23 @@ class PathResult:
     video: VideoResult | None = None
 
 
+def _image_renderer(style, schedule: Schedule | None, strength: float, preserve_color: bool,
+                    **stylizer_kwargs) -> Callable[[np.ndarray], np.ndarray]:
+    """``(H,W,3)`` uint8 → stylized uint8, as the schedule (or style) stands at 0 s."""
+    schedule, ready = plan_styles(style, schedule, strength)
+    mix = schedule.at(0.0)
+    mixer = build_mixer(list(mix.weights), ready, preserve_color=preserve_color, **stylizer_kwargs)
+    return lambda image: mixer(image, mix)
+
+
 def stylize_path(
     input: str | os.PathLike,
     output: str | os.PathLike,
-    style,
+    style=None,
     *,
+    schedule: Schedule | None = None,
+    strength: float = 1.0,
+    preserve_color: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     max_size: int | None = None,
@@ -322,7 +383,10 @@ def stylize_path(
     **video_kwargs,
 ) -> PathResult:
     """Stylize an image, a folder of images (→ a folder mirroring its layout) or a video file
-    (→ :func:`stylize_video`, with ``video_kwargs``), choosing by what ``input`` is."""
+    (→ :func:`stylize_video`, with ``video_kwargs``), choosing by what ``input`` is.
+
+    ``style``/``schedule``/``strength``/``preserve_color`` as in :func:`stylize_video`; images are
+    rendered as the schedule stands at 0 s (blends, strength and colour preservation apply)."""
     in_path, out_path = Path(input), Path(output)
     t0 = time.perf_counter()
     if not in_path.exists():
@@ -335,25 +399,26 @@ def stylize_path(
             raise FastNSTError(f"Output {out_path} must be a folder when the input is a folder.")
         if out_path.resolve() == in_path.resolve():
             raise FastNSTError("The output folder must differ from the input folder.")
-        stylizer = as_stylizer(style, device=device, dtype=dtype, max_size=max_size, scale=scale,
-                                work_size=work_size)
+        render = _image_renderer(style, schedule, strength, preserve_color, device=device, dtype=dtype,
+                                 max_size=max_size, scale=scale, work_size=work_size)
         from tqdm.auto import tqdm
 
         outputs = []
         for src in tqdm(images, unit="image", disable=not progress, desc=in_path.name):
-            outputs.append(write_image(out_path / src.relative_to(in_path), stylizer(read_image(src))))
+            outputs.append(write_image(out_path / src.relative_to(in_path), render(read_image(src))))
         return PathResult(outputs, time.perf_counter() - t0)
     if in_path.suffix.lower() in IMAGE_SUFFIXES:
         if out_path.is_dir():
             out_path = out_path / in_path.name
         if out_path.exists() and out_path.resolve() == in_path.resolve():
             raise FastNSTError("The output must not overwrite the input image.")
-        stylizer = as_stylizer(style, device=device, dtype=dtype, max_size=max_size, scale=scale,
-                                work_size=work_size)
-        return PathResult([write_image(out_path, stylizer(read_image(in_path)))], time.perf_counter() - t0)
+        render = _image_renderer(style, schedule, strength, preserve_color, device=device, dtype=dtype,
+                                 max_size=max_size, scale=scale, work_size=work_size)
+        return PathResult([write_image(out_path, render(read_image(in_path)))], time.perf_counter() - t0)
     if max_size is not None and max_size < 8:
         raise FastNSTError(f"--max-size must be at least 8 pixels, got {max_size}.")
-    result = stylize_video(in_path, out_path, style, device=device, dtype=dtype, max_size=max_size, scale=scale,
+    result = stylize_video(in_path, out_path, style, schedule=schedule, strength=strength,
+                           preserve_color=preserve_color, device=device, dtype=dtype, max_size=max_size, scale=scale,
                            work_size=work_size, progress=progress, **video_kwargs)
     return PathResult([result.output], result.seconds, result)
 

@@ -8,7 +8,9 @@ latency at one frame whatever the network's speed. File sources are paced at the
 a camera, unless ``realtime=False`` (then every frame is shown).
 
 Keys: ``q``/Esc quit, ``s`` snapshot, space toggles side-by-side, ``n``/``p`` next/previous style,
-``1``-``9`` pick a style.
+``1``-``9`` pick a style, ``+``/``-`` strength up/down by 0.1. A new style or strength is reached by
+a cross-fade (:class:`fastnst.timeline.Fader`, 0.5 s by default), not a cut: the outgoing and the
+incoming networks both run during the fade (:class:`fastnst.mixer.Mixer`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FastNSTError
+from .timeline import Fader, Mix, StyleMix, format_mix
 
 WINDOW = "fastnst"
 KEY_ESC = 27
+STRENGTH_STEP = 0.1  # per + / - key press
+DEFAULT_FADE = 0.5  # seconds of cross-fade when a key changes the style or the strength
 _MS = Fraction(1, 1000)  # recording time base: wall-clock milliseconds (variable frame rate)
 
 
@@ -51,6 +56,7 @@ class ViewState:
 
     n_styles: int
     style: int = 0
+    strength: float = 1.0
     side_by_side: bool = False
     snapshot: bool = False
     quit: bool = False
@@ -74,7 +80,30 @@ def handle_key(state: ViewState, key: int) -> ViewState:
         state.style = (state.style - 1) % state.n_styles
     elif ch.isdigit() and ch != "0" and int(ch) <= state.n_styles:
         state.style = int(ch) - 1
+    elif ch in ("+", "=", "-", "_"):  # = and _ share the keys of + and - on most layouts
+        step = STRENGTH_STEP if ch in ("+", "=") else -STRENGTH_STEP
+        state.strength = min(1.0, max(0.0, round(state.strength + step, 6)))
     return state
+
+
+class LiveMix:
+    """The mixture to render now: follows ``state.style`` (an index into ``mixes``) and
+    ``state.strength`` with a cross-fade of ``fade`` seconds whenever either changes; a change
+    during a fade starts from the blend on screen, so nothing jumps."""
+
+    def __init__(self, mixes: Sequence[StyleMix], state: ViewState, *, fade: float = DEFAULT_FADE) -> None:
+        self.mixes, self.state = list(mixes), state
+        self._target = (state.style, state.strength)
+        self.fader = Fader(self.mixes[state.style], state.strength, duration=fade)
+
+    def at(self, now: float) -> Mix:
+        """The mixture at clock time ``now`` (seconds, increasing, e.g. ``time.perf_counter()``)."""
+        style, strength = self.state.style, self.state.strength
+        if (style, strength) != self._target:
+            mix = self.mixes[style] if style != self._target[0] else None
+            self.fader.set(now, mix, strength)
+            self._target = (style, strength)
+        return self.fader.at(now)
 
 
 def check_gui() -> None:
@@ -243,19 +272,21 @@ class Styled:
     image: np.ndarray
     captured_at: float
     style: int
+    mix: Mix | None = None
 
 
 class NetworkStage:
-    """Thread: stylizes the newest captured frame with the current style (``state.style``) and offers
-    the result in a one-slot hand-over where the newest wins, so a slow display never makes the
-    network fall behind the camera. ``lossless`` (files read with ``realtime=False``): every result is
-    kept until taken. One :class:`fastnst.stabilize.Stabilizer` per stream, reset on style changes."""
+    """Thread: stylizes the newest captured frame with the current mixture (:class:`LiveMix`: the
+    chosen style and strength, cross-faded) and offers the result in a one-slot hand-over where the
+    newest wins, so a slow display never makes the network fall behind the camera. ``lossless``
+    (files read with ``realtime=False``): every result is kept until taken. One
+    :class:`fastnst.stabilize.Stabilizer` per stream, kept running across the (smooth) fades."""
 
-    def __init__(self, grabber: FrameGrabber, stylizers: Sequence, state: ViewState, *, stabilize: float,
+    def __init__(self, grabber: FrameGrabber, mixer, live: LiveMix, state: ViewState, *, stabilize: float,
                  tuner, lossless: bool) -> None:
         from .stabilize import Stabilizer
 
-        self.grabber, self.stylizers, self.state, self.tuner = grabber, stylizers, state, tuner
+        self.grabber, self.mixer, self.live, self.state, self.tuner = grabber, mixer, live, state, tuner
         self.stabilizer = Stabilizer(stabilize) if stabilize > 0 else None
         self.lossless = lossless
         self._cond = threading.Condition()
@@ -269,10 +300,8 @@ class NetworkStage:
         self._thread.start()
 
     def _stylize(self, seq: int, rgb: np.ndarray, captured_at: float, style: int) -> Styled:
-        if self.stabilizer is not None and style != getattr(self, "_style", style):
-            self.stabilizer.reset()
-        self._style = style
-        return Styled(seq, rgb, self.stylizers[style](rgb, self.stabilizer), captured_at, style)
+        mix = self.live.at(time.perf_counter())
+        return Styled(seq, rgb, self.mixer(rgb, mix, self.stabilizer), captured_at, style, mix)
 
     def _run(self) -> None:
         seq = 0
@@ -333,7 +362,7 @@ class _Display:
     meter: FpsMeter = field(default_factory=FpsMeter)
     n: int = 0
 
-    def handle(self, item: Styled, state: ViewState, names: Sequence[str]) -> bool:
+    def handle(self, item: Styled, state: ViewState, names: Sequence[str], labels: dict[str, str]) -> bool:
         """Record, snapshot and show one stylized frame; False when the user closed the window."""
         from .images import write_image
         from .video import VideoWriter
@@ -356,8 +385,11 @@ class _Display:
             return True
         import cv2
 
-        lines = [(f"{fps:5.1f} fps  {1000 * self.latencies[-1]:4.0f} ms  "
-                 f"{names[item.style]} ({item.style + 1}/{len(names)})")]
+        mix = item.mix.weights if item.mix is not None else {}
+        shown = format_mix({labels.get(n, n): w for n, w in mix.items()}) if len(mix) > 1 else names[item.style]
+        strength = item.mix.strength if item.mix is not None else 1.0
+        lines = [f"{fps:5.1f} fps  {1000 * self.latencies[-1]:4.0f} ms  {shown} ({item.style + 1}/{len(names)})",
+                 f"strength {strength:.1f}  (+/-)"]
         return _show(cv2, view, lines, state)
 
 
@@ -378,6 +410,9 @@ def run_webcam(
     side_by_side: bool = False,
     realtime: bool | None = None,
     threads: int | None = None,
+    strength: float = 1.0,
+    preserve_color: bool = False,
+    fade: float = DEFAULT_FADE,
 ) -> WebcamResult:
     """Stylize a live source until ``q``/Esc, its end, or ``max_frames`` frames.
 
@@ -386,27 +421,44 @@ def run_webcam(
     stabilisation, edge-aware upsampling) and display/record (this thread). The slowest stage sets
     the rate and latency stays at about one frame per stage.
 
-    ``styles``: style names/paths/models (``None`` = the default style); keys switch between them.
+    ``styles``: style names/paths/blends ``"a:0.6,b:0.4"``/models (``None`` = the default style);
+    keys switch between them with a ``fade``-second cross-fade. ``strength`` in [0, 1] (0: the input;
+    keys ``+``/``-`` change it) and ``preserve_color`` (keep the input's colours) as in
+    :func:`fastnst.pipeline.stylize_video`.
     ``record``: also write the stylized frames to this video file, with their wall-clock timestamps
     (kept when the run is stopped with q, Esc or Ctrl-C; removed if it fails).
     ``show=False`` runs without a window (tests, servers). ``realtime``: see :class:`FrameGrabber`.
     ``threads``: PyTorch CPU threads (default: measured over the first frames).
     """
     from .devices import pick_device
+    from .mixer import build_mixer, check_strength, plan_styles
     from .options import DEFAULT_STABILIZE
-    from .stylizer import Stylizer, ThreadTuner
+    from .stylizer import ThreadTuner
 
     if not styles:
         raise FastNSTError("Give at least one --style.")
+    strength = check_strength(strength)
+    stab = DEFAULT_STABILIZE if stabilize is None else float(stabilize)
+    if not 0.0 <= stab <= 1.0:
+        raise FastNSTError(f"--stabilize must be between 0 and 1, got {stabilize}.")
+    if not (fade >= 0 and np.isfinite(fade)):
+        raise FastNSTError(f"--fade must be zero or more seconds, got {fade}.")
+    mixes, ready = [], {}
+    for i, s in enumerate(styles):  # every name is checked before anything is loaded
+        schedule, objects = plan_styles(s)
+        mix = schedule.entries[0].mix
+        for key, obj in objects.items():  # two models of one name are still two styles
+            if key in ready and ready[key] is not obj:
+                mix = ((f"{key}#{i + 1}", 1.0),)
+            ready[mix[0][0]] = obj
+        mixes.append(mix)
     if show:
         check_gui()
     dev = pick_device(device) if not hasattr(device, "type") else device
     # All styles are loaded up front so switching is instant.
-    stylizers = [Stylizer(s, device=dev, dtype=dtype, scale=scale, work_size=work_size) for s in styles]
-    strength = DEFAULT_STABILIZE if stabilize is None else float(stabilize)
-    if not 0.0 <= strength <= 1.0:
-        raise FastNSTError(f"--stabilize must be between 0 and 1, got {stabilize}.")
-    state = ViewState(len(stylizers), side_by_side=side_by_side)
+    mixer = build_mixer([n for m in mixes for n, _ in m], ready, preserve_color=preserve_color, device=dev,
+                        dtype=dtype, scale=scale, work_size=work_size)
+    state = ViewState(len(mixes), strength=strength, side_by_side=side_by_side)
     display = _Display(Path(record) if record is not None else None, Path(snapshot_dir), show)
     tuner = ThreadTuner(dev, threads)
     grabber = net = None
@@ -415,16 +467,18 @@ def run_webcam(
         import cv2
 
         grabber = FrameGrabber(camera, realtime=realtime, max_size=max_size)
-        net = NetworkStage(grabber, stylizers, state, stabilize=strength, tuner=tuner, lossless=grabber.lossless)
+        net = NetworkStage(grabber, mixer, LiveMix(mixes, state, fade=fade), state, stabilize=stab, tuner=tuner,
+                           lossless=grabber.lossless)
         if show:
             try:
                 cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
             except cv2.error as exc:
                 raise FastNSTError(f"OpenCV cannot open a window ({exc}); use --no-window with --record.") from exc
             window_open = True
-        names = [s.name for s in stylizers]
+        labels = {n: st.name for n, st in mixer.stylizers.items()}
+        names = [format_mix({labels[n]: w for n, w in m}) for m in mixes]
         while not state.quit and (item := net.take()) is not None:
-            if not display.handle(item, state, names) or (max_frames and display.n >= max_frames):
+            if not display.handle(item, state, names, labels) or (max_frames and display.n >= max_frames):
                 break
     except KeyboardInterrupt:
         pass  # Ctrl-C is the stop button of a headless run: keep what was recorded
@@ -447,5 +501,5 @@ def run_webcam(
                         latency_ms=latency, threads=tuner.chosen)
 
 
-__all__ = ["FpsMeter", "FrameGrabber", "NetworkStage", "Styled", "ViewState", "WebcamResult", "check_gui", "compose", "handle_key", "overlay",
-           "run_webcam"]
+__all__ = ["FpsMeter", "FrameGrabber", "LiveMix", "NetworkStage", "Styled", "ViewState", "WebcamResult", "check_gui",
+           "compose", "handle_key", "overlay", "run_webcam"]

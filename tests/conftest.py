@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -28,3 +31,86 @@ def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     img = np.stack([x / w, y / h, 0.5 + 0.5 * np.sin(x / 5 + y / 7)], axis=-1)
     img += 0.15 * r.standard_normal((h, w, 3)).astype(np.float32)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+# Media made in the tests (videos with a moving pattern and an optional tone)
+
+
+def pattern(i: int, h: int, w: int) -> np.ndarray:
+    """Frame ``i`` of a moving pattern, ``(H,W,3)`` uint8: a bright square sliding right, a gradient."""
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([(x * 255 // max(w - 1, 1)), (y * 255 // max(h - 1, 1)), np.full_like(x, 60)], -1)
+    img = img.astype(np.uint8)
+    x0 = (3 * i) % max(w - 8, 1)
+    img[2:10, x0:x0 + 8] = 255
+    return img
+
+
+def make_video(path: Path, *, w: int = 66, h: int = 50, n: int = 15, fps: int = 10, audio: str | None = "aac",
+               rotation: int = 0, codec: str = "libx264", pix_fmt: str = "yuv420p",
+               pts: list[int] | None = None, sample_rate: int = 16000, x264_preset: str = "ultrafast") -> Path:
+    """A small video (moving pattern) with optional audio (a 440 Hz tone as long as the video).
+
+    ``pts`` (in 1/fps units) overrides the constant-rate timestamps (variable frame rate).
+    """
+    import av
+
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream(codec, rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
+        vs.codec_context.time_base = Fraction(1, fps)
+        if codec == "libx264":
+            vs.options = {"preset": x264_preset}
+        if rotation:
+            vs.set_display_rotation(rotation)
+        a = None
+        if audio:
+            a = c.add_stream(audio, rate=sample_rate)
+            a.layout = "mono"
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(pattern(i, h, w), format="rgb24")
+            f.pts = pts[i] if pts is not None else i
+            f.time_base = Fraction(1, fps)
+            for p in vs.encode(f):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        if a is not None:
+            total = round(sample_rate * (pts[-1] + 1 if pts else n) / fps)
+            t = np.arange(total) / sample_rate
+            tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            fmt = a.codec_context.format.name
+            chunk = 1024
+            for k in range(0, total, chunk):
+                block = tone[k:k + chunk]
+                if fmt.startswith("s16"):
+                    block = (block * 32767).astype(np.int16)
+                layout_arr = block[None, :]
+                frame = av.AudioFrame.from_ndarray(layout_arr, format=fmt, layout="mono")
+                frame.sample_rate = sample_rate
+                frame.pts = k
+                frame.time_base = Fraction(1, sample_rate)
+                for p in a.encode(frame):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)
+    return path
+
+
+def media_stats(path: Path) -> dict:
+    """Frame count, first/last video times, nominal fps, size, audio packets of a video file."""
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        times = [float(f.pts * f.time_base) for f in c.decode(v)]
+        size = (v.codec_context.width, v.codec_context.height)
+        fps = v.average_rate
+    audio = 0
+    codec = None
+    with av.open(str(path)) as c:
+        if c.streams.audio:
+            codec = c.streams.audio[0].codec_context.name
+            audio = sum(1 for p in c.demux(c.streams.audio[0]) if p.size > 0)
+    return {"frames": len(times), "times": times, "size": size, "fps": fps, "audio_packets": audio,
+            "audio_codec": codec}

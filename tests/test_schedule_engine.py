@@ -92,6 +92,18 @@ def test_crossfade_keeps_frames_times_audio_and_follows_the_schedule(tmp_path: P
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_crossfade_on_cuda_with_a_short_last_batch(tmp_path: Path, flats) -> None:
+    src = make_video(tmp_path / "in.mp4", n=11, fps=10, audio=None)  # batches 4+4+3: the last one padded
+    out = tmp_path / "gpu.mp4"
+    sched = two_styles(*flats, change=0.5, transition=0.6)
+    res = stylize_video(src, out, schedule=sched, device="cuda", batch_size=4, progress=False, stabilize=0)
+    levels = {str(flats[0]): DARK, str(flats[1]): BRIGHT}
+    got = np.array([f.astype(float).mean() for f in read_frames(out)])
+    assert res.frames == 11 and np.abs(got - [expected_level(sched, i / 10, levels) for i in range(11)]).max() < 1.5
+
+
 def test_start_keeps_schedule_times_on_the_video_clock(tmp_path: Path, flats) -> None:
     src = make_video(tmp_path / "in.mp4", n=30, fps=10, audio=None)
     out = tmp_path / "seg.mp4"

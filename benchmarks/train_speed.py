@@ -17,6 +17,7 @@ and slower than fp32).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -52,17 +53,37 @@ def synthetic_photos(folder: Path, n: int = 24, size: tuple[int, int] = (480, 36
     return folder
 
 
+class StepClock:
+    """Process CPU time at each step boundary. The trainer looks at its ``stop`` flag once per step
+    (single process), so a flag that is never set serves as a per-step hook."""
+
+    def __init__(self) -> None:
+        self.cpu: list[float] = []
+
+    def is_set(self) -> bool:
+        self.cpu.append(time.process_time())
+        return False
+
+
 def time_setting(root: Path, *, size: int, amp: str, threads: int, steps: int, warmup: int,
-                 args: argparse.Namespace, vgg: str) -> list[float]:
-    """Seconds of each measured step (after warm-up) of one short training run."""
+                 args: argparse.Namespace, vgg: str) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of each measured step (after warm-up) of one short training run.
+
+    CPU seconds count the training process only (not the DataLoader worker); with one torch thread
+    they are close to the wall time the step would take on an otherwise idle machine."""
     cfg = TrainConfig(
         content=[str(root / "photos")], style=[str(root / "style.png")], preset=args.preset, image_size=size,
-        batch_size=args.batch_size, steps=warmup + steps, amp=amp, device=args.device, threads=threads,
+        batch_size=args.batch_size, steps=warmup + steps + 1, amp=amp, device=args.device, threads=threads,
         workers=1, log_every=1, sample_every=0, checkpoint_every=0, val_images=0, style_size=256,
         vgg_weights=vgg, progress=False, out_dir=str(root / f"run_{size}_{amp}_{threads}"),
         output=str(root / f"model_{size}_{amp}_{threads}.safetensors"))
-    history = train(cfg).history
-    return [args.batch_size / r["images_per_s"] for r in history[warmup:]]
+    clock = StepClock()
+    history = train(cfg, stop=clock).history  # type: ignore[arg-type]
+    # The last step also writes the model, samples and loss curve: left out. cpu[j] is step j + 2 (the
+    # first step has no start mark).
+    cpu = [b - a for a, b in zip(clock.cpu, clock.cpu[1:])]
+    wall = [args.batch_size / r["images_per_s"] for r in history]
+    return wall[warmup:warmup + steps], cpu[max(warmup - 1, 0):warmup - 1 + steps] if warmup else cpu[:steps - 1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = [(d, t) for d in dtypes for t in threads]
 
     results: dict[tuple[int, str, int], float] = {}
+    cpu_s: dict[tuple[int, str, int], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = synthetic_photos(Path(tmp))
         for size in sizes:
@@ -97,27 +119,32 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 steps, warmup = (1, 0) if emulated else (args.steps, args.warmup)
                 t0 = time.perf_counter()
-                times = time_setting(root, size=size, amp={"fp32": "off", "bf16": "bf16"}[d], threads=t,
-                                     steps=steps, warmup=warmup, args=args, vgg=vgg)
-                results[size, d, t] = statistics.median(times)
-                print(f"  {size} px {d} {t} threads: {results[size, d, t]:.3f} s/step "
-                      f"(run {time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    print_table(results, sizes, columns, args, device, native, vgg)
+                wall, cpu = time_setting(root, size=size, amp={"fp32": "off", "bf16": "bf16"}[d], threads=t,
+                                         steps=steps, warmup=warmup, args=args, vgg=vgg)
+                results[size, d, t] = statistics.median(wall)
+                cpu_s[size, d, t] = statistics.median(cpu) if cpu else float("nan")
+                print(f"  {size} px {d} {t} threads: {results[size, d, t]:.3f} s/step, CPU "
+                      f"{cpu_s[size, d, t]:.3f} s/step (run {time.perf_counter() - t0:.0f} s)", file=sys.stderr,
+                      flush=True)
+    print_table(results, cpu_s, sizes, columns, args, device, native, vgg)
     return 0
 
 
-def print_table(results: dict, sizes: list[int], columns: list[tuple[str, int]], args: argparse.Namespace,
-                device: torch.device, native: bool, vgg: str) -> None:
+def print_table(results: dict, cpu_s: dict, sizes: list[int], columns: list[tuple[str, int]],
+                args: argparse.Namespace, device: torch.device, native: bool, vgg: str) -> None:
     print(f"\nTraining speed: {args.preset} preset, batch {args.batch_size}, {device}, median of {args.steps} "
           f"steps after {args.warmup} warm-up (torch {torch.__version__}, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()})")
+          f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f})")
     if device.type == "cpu":
         print("bf16 on this CPU: " + ("native (AVX512-BF16/AMX)" if native else
                                       "NOT native: emulated; measured with 1 step (incl. first-call costs), "
                                       "at the smallest size only unless --emulated"))
     print("VGG19 weights: " + ("cached real weights" if vgg == "" else
                                "random (none cached; run `fastnst vgg fetch`; speed does not depend on them)"))
-    head = f"{'size':>6s}" + "".join(f" {f'{d} {t}T s/step':>16s} {'steps/s':>8s}" for d, t in columns)
+    print("s/step = wall time; cpu = CPU seconds of the training process per step (at 1 thread, about the "
+          "wall time on an idle machine)")
+    head = f"{'size':>6s}" + "".join(f" {f'{d} {t}T s/step':>16s} {'steps/s':>8s} {'cpu':>7s}" for d, t in columns)
     ratio_t = max(t for _, t in columns)
     with_ratio = ("fp32", ratio_t) in columns and ("bf16", ratio_t) in columns
     print(head + (f" {f'bf16/fp32 {ratio_t}T time':>20s}" if with_ratio else ""))
@@ -125,7 +152,8 @@ def print_table(results: dict, sizes: list[int], columns: list[tuple[str, int]],
         row = f"{size:>4d}px"
         for d, t in columns:
             v = results.get((size, d, t))
-            row += f" {v:16.3f} {1 / v:8.3f}" if v else f" {'skipped':>16s} {'':>8s}"
+            row += (f" {v:16.3f} {1 / v:8.3f} {cpu_s[size, d, t]:7.2f}" if v
+                    else f" {'skipped':>16s} {'':>8s} {'':>7s}")
         if with_ratio and (size, "bf16", ratio_t) in results:
             row += f" {results[size, 'bf16', ratio_t] / results[size, 'fp32', ratio_t]:19.2f}×"
         print(row)

@@ -17,6 +17,10 @@ also cover ``O₂`` in the same (doubled) VGG pass.
 Efficiency: the VGG stops after the deepest tap (:class:`fastnst.vgg.VGG19Features`), content
 targets are computed under ``no_grad`` and only up to the deepest *content* tap, and the style
 Grams are computed once before the first step.
+
+Precision (:func:`amp_dtype`): the nets run under bf16/fp16 autocast only where the hardware has
+that precision natively (``--amp auto``); the warp of the temporal term, the Gram matrices and the
+loss reductions stay fp32 whatever the autocast dtype.
 """
 
 from __future__ import annotations

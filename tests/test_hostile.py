@@ -179,8 +179,7 @@ def test_tiny_and_odd_images_work(tmp_path: Path, model: Path, capsys, size) -> 
 
 
 @pytest.mark.parametrize("size", [
-    pytest.param((2, 2), marks=pytest.mark.xfail(
-        strict=False, reason="engine/stabilize.py (lead): OpenCV DIS flow needs a side of 12 px or more")),
+    (2, 2),
     (17, 33),
 ])
 def test_tiny_and_odd_videos_work(tmp_path: Path, model: Path, capsys, size) -> None:

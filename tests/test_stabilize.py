@@ -79,3 +79,10 @@ def test_strength_zero_is_identity_and_bad_strength_refused() -> None:
     assert torch.equal(stab(x, y), y)
     with pytest.raises(FastNSTError):
         Stabilizer(1.5)
+
+
+def test_frames_too_small_for_optical_flow_pass_through() -> None:
+    stab = Stabilizer(0.5)
+    x = torch.rand(1, 3, 2, 2)
+    stab(x, x)
+    assert torch.equal(stab(x, x * 0.5), x * 0.5)

@@ -16,9 +16,16 @@ __all__ = ["TrainConfig", "build_parser", "main", "parse_config", "train"]
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m train") -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), train, return the exit code (2 on user errors)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--quick" in args:  # your own painting in minutes: its own options (train.quick)
+        from .quick import main as _quick
+
+        return _quick(args, prog=prog)
     from .loop import main as _main
 
-    return _main(argv, prog=prog)
+    return _main(args, prog=prog)
 
 
 def train(cfg: TrainConfig, **kwargs):

@@ -192,7 +192,8 @@ def build_parser(prog: str = "python -m train", defaults: Mapping[str, object] |
         description="Train a fastnst style network (Johnson et al. 2016) on a photo folder, with a VGG19 "
                     "perceptual loss and a two-frame temporal loss. Runs under torchrun for several "
                     "processes (DistributedDataParallel). --recipe FILE.toml takes the settings from a file "
-                    "(train/recipes/ reproduces each shipped style).",
+                    "(train/recipes/ reproduces each shipped style). Your own painting in minutes: "
+                    "--style PAINTING --quick [--minutes N] (see --quick --help).",
     )
     return add_arguments(parser, defaults)
 

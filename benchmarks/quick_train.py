@@ -1,0 +1,91 @@
+"""Quick mode end to end: a painting → an installed style in a time budget, then its figures on bikes.mp4.
+
+    nice -n 5 python benchmarks/quick_train.py [--paintings Gogh4.webp,PortraitOfPereTanguy.webp]
+                                               [--minutes 5] [--max-frames 40] [--home DIR]
+
+For each painting (from ../shared/data/styles) it runs ``python -m train --style P --quick --minutes M``
+in a fresh ``FASTNST_HOME`` and run folder, timing the whole command (Python start-up included), then
+``fastnst eval bikes.mp4 --model NAME --style P --max-frames 40 --json …`` (default stylize settings,
+stabilisation on; the unstabilised figures come from the same pass), and prints one table row per
+painting. Targets (issue 14): style distance ≤ 0.40× the input's, content distance ≤ 2.0, E_warp ≤
+3× the floor, wall time ≤ budget + 30 s.
+
+Measured on the shared 2-core AMD Zen 3 (fp32: no native bf16), load average ≈ 8 from other jobs, so
+a training step took ~10 s instead of the 1–3 s it takes on an idle core pair (default ``--quick``,
+5 minutes; the base is the shipped style the quick mode picked):
+
+RESULTS_TABLE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+
+
+def run_one(painting: Path, minutes: float, max_frames: int, home: Path, work: Path) -> dict:
+    env = {**os.environ, "FASTNST_HOME": str(home), "PYTHONPATH": str(REPO)}
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "train", "--style", str(painting), "--quick", "--minutes",
+                           str(minutes), "--out-dir", str(work / painting.stem), "--force", "--no-progress"],
+                          env=env, cwd=work, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"quick run failed for {painting.name}:\n{proc.stderr[-2000:]}")
+    out = proc.stdout
+    name = re.search(r"installed style '([^']+)'", out).group(1)
+    base = re.search(r"nearest shipped style: (\S+)", out).group(1)
+    steps = int(re.search(r"after (\d+) steps", out).group(1))
+    report = work / f"{painting.stem}_eval.json"
+    subprocess.run([sys.executable, "-m", "fastnst", "eval", str(DATA / "videos" / "bikes.mp4"), "--model", name,
+                    "--style", str(painting), "--max-frames", str(max_frames), "-q", "--json", str(report)],
+                   env=env, cwd=work, check=True, capture_output=True, text=True)
+    r = json.loads(report.read_text())
+    r = r[0] if isinstance(r, list) else r
+    un = r.get("unstabilized") or {}
+    return {"painting": painting.name, "base": base, "steps": steps, "wall": wall, "budget": minutes * 60,
+            "sd": r["style_distance"], "sd_in": r["style_distance_input"], "cd": r["content_distance"],
+            "ew": r["e_warp_ratio"], "ew_un": un.get("e_warp_ratio"), "sheet": str(work / painting.stem / "sample_sheet.png")}
+
+
+def table(rows: list[dict]) -> str:
+    header = ("| painting | picked base | steps | wall / budget | style dist. (× input's) | content dist. | "
+              "E_warp / floor (unstabilised) |")
+    lines = [header, "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['painting']} | {r['base']} | {r['steps']} | {r['wall']:.0f} s / {r['budget']:.0f} s | "
+                     f"{r['sd']:.3f} ({r['sd'] / r['sd_in']:.2f}×) | {r['cd']:.2f} | {r['ew']:.2f}× "
+                     f"({r['ew_un']:.2f}×) |" if r["ew_un"] is not None else
+                     f"| {r['painting']} | {r['base']} | {r['steps']} | {r['wall']:.0f} s | {r['sd']:.3f} | {r['cd']:.2f} | "
+                     f"{r['ew']:.2f}× |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--paintings", default="PortraitOfPereTanguy.webp,VincentVanGogh0013.webp,VincentVanGogh0019.webp")
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--max-frames", type=int, default=40)
+    ap.add_argument("--home", default="", help="FASTNST_HOME for the installed styles (default: a temporary one)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(args.home or tmp) / "home"
+        rows = []
+        for p in args.paintings.split(","):
+            rows.append(run_one(DATA / "styles" / p, args.minutes, args.max_frames, home, Path(tmp)))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+        print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ from . import __version__
 from .argtypes import HelpFormatter, parse_layer_weights
 from .argtypes import floats as _floats
 from .errors import FastNSTError
-from .options import DEFAULT_PRESET, DEFAULT_STABILIZE, MIN_WORK_SIZE
+from .options import DEFAULT_PRESET, DEFAULT_STABILIZE, DEFAULT_UPSAMPLER, MIN_WORK_SIZE, UPSAMPLERS
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -287,7 +287,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         preserve_color=args.preserve_color, device=args.device, dtype=args.dtype, max_size=args.max_size,
         scale=args.scale, work_size=args.work_size, progress=not args.quiet, batch_size=args.batch_size,
         codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, duration=args.duration,
-        threads=args.threads, stabilize=args.stabilize, force=args.force,
+        threads=args.threads, stabilize=args.stabilize, force=args.force, upsampler=args.upsample,
     )
     v = res.video
     if v is None:
@@ -331,6 +331,8 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
                         "resolution); the result is upsampled edge-aware to the output size")
     p.add_argument("--scale", type=_positive_float, default=None,
                    help="run the network at this factor of the resolution instead (<1: bigger brush strokes)")
+    p.add_argument("--upsample", choices=UPSAMPLERS, default=DEFAULT_UPSAMPLER,
+                   help="how the working-resolution result reaches the output size (joint/guided: edge-aware)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     v = p.add_argument_group("video")
     v.add_argument("--start", type=_seconds, default=None,
@@ -362,7 +364,7 @@ def _cmd_webcam(args: argparse.Namespace) -> int:
         args.style or [None], camera=args.camera, device=args.device, dtype=args.dtype, max_size=args.max_size,
         scale=args.scale, work_size=args.work_size, stabilize=args.stabilize, record=args.record,
         snapshot_dir=args.snapshot_dir, show=not args.no_window, max_frames=args.max_frames or None,
-        side_by_side=args.side_by_side, threads=args.threads, strength=args.strength,
+        side_by_side=args.side_by_side, threads=args.threads, upsampler=args.upsample, strength=args.strength,
         preserve_color=args.preserve_color, fade=args.fade,
     )
     latency = f", median latency {res.latency_ms:.0f} ms" if res.latency_ms is not None else ""
@@ -397,6 +399,8 @@ def _add_webcam(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stabilize", type=_unit_float, default=None, metavar="0..1",
                    help=f"flicker reduction along the input's motion (default {DEFAULT_STABILIZE}; 0: off)")
     p.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads (default: measured)")
+    p.add_argument("--upsample", choices=UPSAMPLERS, default=DEFAULT_UPSAMPLER,
+                   help="how the working-resolution result reaches the window's size")
     p.add_argument("--record", default=None, help="also record the stylized stream to this video file")
     p.add_argument("--snapshot-dir", default=".", help="where the s key saves snapshots")
     p.add_argument("--side-by-side", action="store_true", help="start with input and output side by side")

@@ -64,7 +64,7 @@ def cpu_has_native_bf16() -> bool:
             try:
                 if fn():
                     return True
-            except Exception:  # noqa: BLE001 - a probe that fails means "unknown", i.e. no
+            except Exception:  # noqa: BLE001, S110 - a probe that fails means "unknown", i.e. no
                 pass
     flags = _cpu_flags()
     if {"avx512_bf16", "amx_bf16"} & flags:

@@ -26,7 +26,7 @@ from .engine import Batch, Channel, CudaBatcher, End, Failed, Reader, Stopped, W
 from .errors import FastNSTError
 from .images import IMAGE_SUFFIXES, list_images, read_image, write_image
 from .mixer import Mixer, build_mixer, plan_styles
-from .options import DEFAULT_ENCODER_THREADS, DEFAULT_PRESET, DEFAULT_STABILIZE
+from .options import DEFAULT_ENCODER_THREADS, DEFAULT_PRESET, DEFAULT_STABILIZE, DEFAULT_UPSAMPLER
 from .stabilize import Stabilizer
 from .stylizer import Stylizer, ThreadTuner, as_stylizer, work_shape
 from .timeline import Mix, Schedule, format_mix
@@ -189,6 +189,7 @@ def stylize_video(
     max_size: int | None = None,
     scale: float | None = None,
     work_size: int | None = None,
+    upsampler: str = DEFAULT_UPSAMPLER,
     stabilize: float | None = None,
     start: float | None = None,
     duration: float | None = None,
@@ -235,7 +236,7 @@ def stylize_video(
     if len(schedule.entries) > 1:
         schedule.check_duration(_video_duration(in_path))
     mixer = build_mixer(schedule.styles(), ready, preserve_color=preserve_color, device=device, dtype=dtype,
-                        scale=scale, work_size=work_size, compile=compile)
+                        scale=scale, work_size=work_size, upsampler=upsampler, compile=compile)
     stylizer = mixer.first
     cuda = stylizer.device.type == "cuda"
     batch_size = int(batch_size or (8 if cuda else 1))
@@ -379,6 +380,7 @@ def stylize_path(
     max_size: int | None = None,
     scale: float | None = None,
     work_size: int | None = None,
+    upsampler: str = DEFAULT_UPSAMPLER,
     progress: bool = True,
     **video_kwargs,
 ) -> PathResult:
@@ -400,7 +402,7 @@ def stylize_path(
         if out_path.resolve() == in_path.resolve():
             raise FastNSTError("The output folder must differ from the input folder.")
         render = _image_renderer(style, schedule, strength, preserve_color, device=device, dtype=dtype,
-                                 max_size=max_size, scale=scale, work_size=work_size)
+                                 max_size=max_size, scale=scale, work_size=work_size, upsampler=upsampler)
         from tqdm.auto import tqdm
 
         outputs = []
@@ -412,14 +414,16 @@ def stylize_path(
             out_path = out_path / in_path.name
         if out_path.exists() and out_path.resolve() == in_path.resolve():
             raise FastNSTError("The output must not overwrite the input image.")
+        if out_path.exists() and not video_kwargs.get("force", True):
+            raise FastNSTError(f"Output {out_path} already exists; pass --force to replace it.")
         render = _image_renderer(style, schedule, strength, preserve_color, device=device, dtype=dtype,
-                                 max_size=max_size, scale=scale, work_size=work_size)
+                                 max_size=max_size, scale=scale, work_size=work_size, upsampler=upsampler)
         return PathResult([write_image(out_path, render(read_image(in_path)))], time.perf_counter() - t0)
     if max_size is not None and max_size < 8:
         raise FastNSTError(f"--max-size must be at least 8 pixels, got {max_size}.")
     result = stylize_video(in_path, out_path, style, schedule=schedule, strength=strength,
                            preserve_color=preserve_color, device=device, dtype=dtype, max_size=max_size, scale=scale,
-                           work_size=work_size, progress=progress, **video_kwargs)
+                           work_size=work_size, upsampler=upsampler, progress=progress, **video_kwargs)
     return PathResult([result.output], result.seconds, result)
 
 

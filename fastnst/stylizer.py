@@ -23,7 +23,7 @@ from torch import nn
 from .devices import autocast, parse_dtype, pick_device
 from .errors import FastNSTError
 from .images import resize_max
-from .options import DEFAULT_WORK_SIZE, MIN_WORK_SIZE
+from .options import DEFAULT_UPSAMPLER, DEFAULT_WORK_SIZE, MIN_WORK_SIZE
 from .upsample import UPSAMPLERS, resize, upsample
 
 # The trainer crops a random square of 60–100 % of a photo's short side (mean 80 %) and resizes it to
@@ -86,8 +86,9 @@ class Stylizer:
     or a :class:`TransformerNet` (copied, never modified). ``dtype``: "auto" picks fp16 on CUDA, bf16
     on CPUs with native bf16, fp32 elsewhere (:func:`fastnst.devices.auto_dtype`). ``max_size`` caps
     the output's longer side. ``work_size``: the network's short side in px (None: the style's own,
-    0: full resolution); ``scale`` instead runs it at ``scale`` × the frame. ``upsampler``:
-    "guided" (edge-aware, default) or "bilinear".
+    0: full resolution); ``scale`` instead runs it at ``scale`` × the frame. ``upsampler``: how the
+    working-resolution output reaches the output size, one of :data:`fastnst.upsample.UPSAMPLERS`
+    (default :data:`fastnst.options.DEFAULT_UPSAMPLER`; see there for why).
 
     Call it on a ``(H,W,3)`` uint8 RGB numpy image → ``(H',W',3)`` uint8, or on a ``(B,3,H,W)``
     float tensor in ``[0,1]`` → ``(B,3,H',W')`` float in ``[0,1]`` on the input's device and dtype.
@@ -95,7 +96,7 @@ class Stylizer:
 
     def __init__(self, style, *, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
                  max_size: int | None = None, scale: float | None = None, work_size: int | None = None,
-                 upsampler: str = "guided", channels_last: bool | None = None, compile: bool | str = False) -> None:
+                 upsampler: str = DEFAULT_UPSAMPLER, channels_last: bool | None = None, compile: bool | str = False) -> None:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.dtype = parse_dtype(dtype, self.device)
         if scale is not None and not (0 < scale <= 8):

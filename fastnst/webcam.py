@@ -402,6 +402,7 @@ def run_webcam(
     max_size: int | None = 640,
     scale: float | None = None,
     work_size: int | None = None,
+    upsampler: str | None = None,
     stabilize: float | None = None,
     record: str | os.PathLike | None = None,
     snapshot_dir: str | os.PathLike = ".",
@@ -432,7 +433,7 @@ def run_webcam(
     """
     from .devices import pick_device
     from .mixer import build_mixer, check_strength, plan_styles
-    from .options import DEFAULT_STABILIZE
+    from .options import DEFAULT_STABILIZE, DEFAULT_UPSAMPLER
     from .stylizer import ThreadTuner
 
     if not styles:
@@ -455,9 +456,10 @@ def run_webcam(
     if show:
         check_gui()
     dev = pick_device(device) if not hasattr(device, "type") else device
+    upsampler = upsampler or DEFAULT_UPSAMPLER
     # All styles are loaded up front so switching is instant.
     mixer = build_mixer([n for m in mixes for n, _ in m], ready, preserve_color=preserve_color, device=dev,
-                        dtype=dtype, scale=scale, work_size=work_size)
+                        dtype=dtype, scale=scale, work_size=work_size, upsampler=upsampler)
     state = ViewState(len(mixes), strength=strength, side_by_side=side_by_side)
     display = _Display(Path(record) if record is not None else None, Path(snapshot_dir), show)
     tuner = ThreadTuner(dev, threads)

@@ -72,3 +72,21 @@ def test_resize_works_under_cpu_bf16_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = resize(x.bfloat16(), (20, 30))
     assert y.dtype == torch.float32 and y.shape == (1, 3, 20, 30)
+
+
+def test_joint_bilateral_snaps_edges_without_adding_the_photos_texture() -> None:
+    from fastnst.upsample import joint_bilateral_upsample
+
+    high = _step_image(64, 128)
+    low_in = resize(high, (16, 32))
+    styled_low = 1 - low_in
+    joint = joint_bilateral_upsample(styled_low, low_in, high, sigma=0.05)
+    plain = F.interpolate(styled_low, size=(64, 128), mode="bilinear", align_corners=False)
+    truth = 1 - high
+    edge = slice(int(128 * 0.53) - 4, int(128 * 0.53) + 4)
+    assert (joint - truth)[..., edge].abs().mean() < 0.5 * (plain - truth)[..., edge].abs().mean()
+    # No texture of the guide: a flat network output stays flat whatever the guide looks like.
+    noisy_guide = torch.rand(1, 3, 64, 128)
+    flat = torch.full((1, 3, 16, 32), 0.3)
+    assert torch.allclose(joint_bilateral_upsample(flat, resize(noisy_guide, (16, 32)), noisy_guide), flat.new_full(
+        (1, 3, 64, 128), 0.3), atol=1e-5)

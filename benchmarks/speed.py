@@ -101,8 +101,8 @@ def stage_times(frames: list[np.ndarray], style: str, device: torch.device, reps
         _f_full, w_full = full.prepare(x)
         f_work, w_work = work.prepare(x)
         with torch.inference_mode():
-            out[f"net full {dt}"] = _median_ms(lambda: full.network(w_full), reps)
-            out[f"net work {dt}"] = _median_ms(lambda: work.network(w_work), reps)
+            out[f"net full {dt}"] = _median_ms(lambda st=full, w=w_full: st.network(w), reps)
+            out[f"net work {dt}"] = _median_ms(lambda st=work, w=w_work: st.network(w), reps)
     with torch.inference_mode():
         styled = work.network(w_work)
         out["upsample"] = _median_ms(lambda: upsample(styled, w_work, f_work), reps)

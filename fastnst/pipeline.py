@@ -165,6 +165,13 @@ def _take_buffer(writer: Writer, stop: threading.Event) -> Callable[[queue.Queue
     return take
 
 
+def cuda_batch_size(width: int | None, height: int | None) -> int:
+    """Frames per CUDA batch: 8 up to 1080p, fewer for larger frames so that activations of the
+    quality preset stay within a few GB (8 frames of 4K ran out of memory on a 24 GB card)."""
+    pixels = max(1, (width or 1920) * (height or 1080))
+    return max(1, min(8, (8 * 1920 * 1080) // pixels))
+
+
 def _make_stabilizer(stabilize: float | None) -> Stabilizer | None:
     strength = DEFAULT_STABILIZE if stabilize is None else float(stabilize)
     if not 0.0 <= strength <= 1.0:
@@ -239,10 +246,11 @@ def stylize_video(
                         scale=scale, work_size=work_size, upsampler=upsampler, compile=compile)
     stylizer = mixer.first
     cuda = stylizer.device.type == "cuda"
-    batch_size = int(batch_size or (8 if cuda else 1))
-    if batch_size < 1:
+    if batch_size is not None and int(batch_size) < 1:
         raise FastNSTError("--batch-size must be at least 1.")
     container, vstream = open_input(in_path)
+    batch_size = int(batch_size or (cuda_batch_size(vstream.codec_context.width, vstream.codec_context.height)
+                                    if cuda else 1))
     audio_streams = list(container.streams.audio)
     fps = stream_fps(vstream)
     tb = Fraction(vstream.time_base) if vstream.time_base else Fraction(1, 1000)

@@ -316,3 +316,11 @@ def test_cuda_pipeline_matches_cpu(tmp_path: Path, tiny_model: Path, dtype: str)
 
     for a, b in zip(read_frames(cpu), read_frames(gpu), strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).mean() < (1.0 if dtype == "fp32" else 3.0)
+
+
+def test_cuda_batch_size_shrinks_with_the_frame() -> None:
+    from fastnst.pipeline import cuda_batch_size
+
+    assert cuda_batch_size(1280, 720) == 8 and cuda_batch_size(1920, 1080) == 8
+    assert cuda_batch_size(3840, 2160) == 2 and cuda_batch_size(7680, 4320) == 1
+    assert cuda_batch_size(None, None) == 8

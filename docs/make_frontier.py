@@ -1,0 +1,62 @@
+"""Plot the style/flicker frontier from `fastnst eval --json` reports: style distance (× the input's)
+against E_warp (× the input's floor), with and without stabilisation, one point per report.
+
+    python docs/make_frontier.py LABEL=report.json [LABEL=report.json ...] -o docs/frontier.png
+
+A report of a model (``--model``) holds both the stabilised and the unstabilised figures; the two are
+joined by a line. Lower-left is better; the project's bar (style ≤ 0.25×, E_warp ≤ 2×) is shaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def points(report: dict) -> list[tuple[str, float, float]]:
+    """(kind, E_warp ratio, style ratio) for the report and its unstabilised twin if present."""
+    out = []
+    for kind, r in (("stabilised", report), ("no stabilisation", report.get("unstabilized"))):
+        if r and r.get("e_warp_ratio") and r.get("style_distance") and r.get("style_distance_input"):
+            out.append((kind, r["e_warp_ratio"], r["style_distance"] / r["style_distance_input"]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("reports", nargs="+", help="LABEL=report.json")
+    p.add_argument("-o", "--output", type=Path, default=Path("docs/frontier.png"))
+    args = p.parse_args(argv)
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    ax.axhspan(0, 0.25, xmin=0, xmax=1, color="#dfe", zorder=0)
+    ax.axvline(2.0, color="#9a9", ls="--", lw=1)
+    ax.axhline(0.25, color="#9a9", ls="--", lw=1)
+    for item in args.reports:
+        label, path = item.split("=", 1)
+        pts = points(json.loads(Path(path).read_text()))
+        if len(pts) == 2:
+            ax.plot([pts[0][1], pts[1][1]], [pts[0][2], pts[1][2]], color="#bbb", lw=1, zorder=1)
+        for kind, x, y in pts:
+            ax.scatter([x], [y], marker="o" if kind == "stabilised" else "x", zorder=2)
+            ax.annotate(f"{label}" + ("" if kind == "stabilised" else " (no stab.)"), (x, y), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("E_warp / input floor (flicker; log)")
+    ax.set_ylabel("style distance / input's (lower = closer to the painting)")
+    ax.set_title("bikes.mp4: style against flicker (o stabilised, x not)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

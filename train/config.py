@@ -27,7 +27,6 @@ from fastnst.errors import FastNSTError
 # floor for style distance 0.49 / 0.53 / 0.62: the temporal weight buys most of the flicker back for
 # a little style. Style 10 and TV 10 as in the Gatys mode's sweep.
 JOHNSON_CONTENT_LAYERS = {"relu2_2": 1.0}
-JOHNSON_STYLE_LAYERS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
 GATYS_STYLE_LAYERS = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0}
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 

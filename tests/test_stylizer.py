@@ -27,7 +27,8 @@ def trained_at_128(tmp_path: Path) -> Path:
 
 def test_work_size_from_metadata_then_training_crop_then_default() -> None:
     assert style_work_size({"work_size": "300"}, {"image_size": 128}) == 300
-    assert style_work_size({}, {"image_size": 128, "crop_min": 0.6}) == 160  # 128 / mean crop 0.8
+    assert style_work_size({}, {"image_size": 128, "crop_min": 0.6}) == 213  # 128 / smallest crop 0.6
+    assert style_work_size({}, {"image_size": 128}) == 213
     assert style_work_size({}, {"image_size": 256, "crop_min": 1.0}) == 256
     assert style_work_size({}, {}) == 256
 
@@ -41,13 +42,13 @@ def test_work_shape_scales_the_short_side_down_never_up() -> None:
 
 def test_stylizer_runs_the_network_at_working_size_and_returns_full_size(trained_at_128: Path) -> None:
     st = Stylizer(trained_at_128, device="cpu")
-    assert st.work_size == 160
+    assert st.work_size == 213
     seen = []
     st.net.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
     img = (np.random.default_rng(0).random((240, 320, 3)) * 255).astype(np.uint8)
     out = st(img)
     assert out.shape == img.shape and out.dtype == np.uint8
-    assert seen == [(160, 213)]
+    assert seen == [(213, 284)]
     full = Stylizer(trained_at_128, device="cpu", work_size=0)
     seen.clear()
     full.net.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))

@@ -130,7 +130,7 @@ def test_quick_run_installs_a_usable_style_within_the_budget(scene, capsys):
     assert model.preset == "fast" and model.train_config["init"] in {f"{n}.safetensors" for n in quick.shipped_candidates()}
     assert model.train_config["steps"] >= 2
     sheet = read_image(scene["run"] / "sample_sheet.png")
-    assert sheet.shape[0] > 2 * 48  # inputs above, stylized below
+    assert sheet.shape[0] >= 2 * 40  # inputs (40-47 px high) above, stylized below
     assert (scene["run"] / "checkpoint.pt").is_file()
     # the name is taken now: a second run refuses it before writing anything, --force replaces it
     (scene["run"]).rename(scene["run"].with_name("run_first"))

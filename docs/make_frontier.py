@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, default=Path("docs/frontier.png"))
     args = p.parse_args(argv)
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
-    ax.axhspan(0, 0.25, xmin=0, xmax=1, color="#dfe", zorder=0)
+    ax.fill_between([0.3, 2.0], 0, 0.25, color="#dfe", zorder=0, label="the bar: style ≤ 0.25×, E_warp ≤ 2×")
     ax.axvline(2.0, color="#9a9", ls="--", lw=1)
     ax.axhline(0.25, color="#9a9", ls="--", lw=1)
     for item in args.reports:
@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             ax.annotate(f"{label}" + ("" if kind == "stabilised" else " (no stab.)"), (x, y), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
+    ax.set_xlim(left=0.3)
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("E_warp / input floor (flicker; log)")
     ax.set_ylabel("style distance / input's (lower = closer to the painting)")
     ax.set_title("bikes.mp4: style against flicker (o stabilised, x not)")

@@ -114,3 +114,27 @@ def media_stats(path: Path) -> dict:
             audio = sum(1 for p in c.demux(c.streams.audio[0]) if p.size > 0)
     return {"frames": len(times), "times": times, "size": size, "fps": fps, "audio_packets": audio,
             "audio_codec": codec}
+
+
+def audio_only_file(folder: Path) -> Path:
+    """An .m4a holding one AAC frame of silence and no video stream."""
+    import av
+
+    path = folder / "tone.m4a"
+    with av.open(str(path), "w") as c:
+        a = c.add_stream("aac", rate=16000)
+        a.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for p in [*a.encode(frame), *a.encode()]:
+            c.mux(p)
+    return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions on a CPU shared with other jobs run ~10x faster single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,7 +26,7 @@ from fastnst.images import read_image, write_image
 from fastnst.models import Arch, TransformerNet
 from fastnst.styles import save_style
 
-from .conftest import smooth_image
+from .conftest import audio_only_file, smooth_image
 from .test_pipeline import make_video
 
 TINY = Arch((8, 8, 8), 1)
@@ -94,15 +94,7 @@ def _text(d: Path) -> Path:
 
 
 def _audio_only(d: Path) -> Path:
-    path = d / "tone.m4a"
-    with av.open(str(path), "w") as c:
-        a = c.add_stream("aac", rate=16000)
-        a.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 16000, 0
-        for p in [*a.encode(frame), *a.encode()]:
-            c.mux(p)
-    return path
+    return audio_only_file(d)
 
 
 def _broken_png(d: Path) -> Path:

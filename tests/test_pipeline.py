@@ -15,7 +15,12 @@ from fastnst.models import Arch, TransformerNet
 from fastnst.pipeline import Stylizer, stylize_path, stylize_video
 from fastnst.styles import load_style, save_style
 
-from .conftest import make_video, media_stats, pattern  # also imported from here by older modules
+from .conftest import (  # also imported from here by older modules
+    audio_only_file,
+    make_video,
+    media_stats,
+    pattern,
+)
 
 TINY = Arch((8, 8, 8), 1)
 
@@ -258,15 +263,7 @@ def _empty(tmp_path: Path) -> Path:
 
 
 def _audio_only(tmp_path: Path) -> Path:
-    path = tmp_path / "tone.m4a"
-    with av.open(str(path), "w") as c:
-        a = c.add_stream("aac", rate=16000)
-        a.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 16000, 0
-        for p in [*a.encode(frame), *a.encode()]:
-            c.mux(p)
-    return path
+    return audio_only_file(tmp_path)
 
 
 @pytest.mark.parametrize("make_bad", [_truncated, _truncated_mkv, _corrupt, _empty, _audio_only])

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fastnst.errors import FastNSTError
 from fastnst.images import read_image, write_image
@@ -30,11 +29,8 @@ TINY = ["--vgg-weights", "random", "--image-size", "32", "--batch-size", "2", "-
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs single-threaded (see conftest.one_thread)."""
 
 
 @pytest.fixture

@@ -40,12 +40,8 @@ def _checkout_env() -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions on a CPU shared with other jobs run ~10× faster single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs single-threaded (see conftest.one_thread)."""
 
 
 @pytest.fixture

@@ -140,6 +140,8 @@ def format_report(report: EvalReport) -> str:
             ("—" if u.e_warp_ratio is None else f"{u.e_warp_ratio:.2f}x").rjust(widths[3])]))
         lines.insert(6, "  ".join(["style (no stabilisation)".ljust(widths[0]), "".rjust(widths[1]),
                                    _fmt(u.style_distance).rjust(widths[2]), "".rjust(widths[3])]))
+        lines.insert(8, "  ".join(["content (no stabilisation)".ljust(widths[0]), "".rjust(widths[1]),
+                                   _fmt(u.content_distance).rjust(widths[2]), "".rjust(widths[3])]))
     lines += [f"note: {n}" for n in report.notes]
     lines += [f"picture: {p}" for p in report.pictures.values()]
     return "\n".join(lines)

@@ -275,28 +275,45 @@ def stylize_video(
     bar = tqdm(total=_estimate_total(container, vstream, start, duration), unit="frame", disable=not progress,
                dynamic_ncols=True, desc=in_path.name, leave=True)
     run = _Run(mixer, schedule, stabilizer, batch_size, q_in, q_out, writer, tuner, bar)
+    try:
+        batcher = _cuda_batcher(run, stop) if cuda else None
+        seconds = _execute(run, reader, stop, batcher, round(Fraction(start) / tb) if start else 0, in_path)
+    finally:
+        tuner.restore()
+        bar.close()
+        if not (reader.thread.is_alive() or writer.thread.is_alive()):
+            container.close()
+    return _video_result(run, in_path, out_path, fps, seconds, routes, declared)
+
+
+def _cuda_batcher(run: _Run, stop: threading.Event) -> CudaBatcher:
+    def run_batch(x: torch.Tensor) -> torch.Tensor:
+        # called inside submit(), right after flush() set run.mixes; a short last batch is padded with
+        # copies of its last frame (not emitted), so pad its mixes alike
+        mixes = run.mixes + run.mixes[-1:] * (len(x) - len(run.mixes))
+        return run.mixer.stylize_uint8(x, mixes, run.stabilizer)
+
+    return CudaBatcher(run.mixer.first.device, run_batch, run.batch_size, 3, _take_buffer(run.writer, stop))
+
+
+def _execute(run: _Run, reader: Reader, stop: threading.Event, batcher: CudaBatcher | None, pts_offset: int,
+             in_path: Path) -> float:
+    """Run the three stages to the end and commit the output; returns the seconds taken. On any
+    failure (or Ctrl-C) every stage is stopped and the temporary output removed before re-raising."""
+    writer = run.writer
     t0 = time.perf_counter()
     try:
         reader.thread.start()
         writer.thread.start()
-        batcher = None
-        if cuda:
-            def run_batch(x: torch.Tensor) -> torch.Tensor:
-                # called inside submit(), right after flush() set run.mixes; a short last batch is
-                # padded with copies of its last frame (not emitted), so pad its mixes alike
-                mixes = run.mixes + run.mixes[-1:] * (len(x) - len(run.mixes))
-                return mixer.stylize_uint8(x, mixes, stabilizer)
-
-            batcher = CudaBatcher(stylizer.device, run_batch, batch_size, 3, _take_buffer(writer, stop))
-        _main_loop(run, round(Fraction(start) / tb) if start else 0, batcher)
+        _main_loop(run, pts_offset, batcher)
         while writer.thread.is_alive():
             writer.thread.join(timeout=0.1)
         writer.check()
         if writer.writer is None:
             raise FastNSTError(f"{in_path} produced no frames to write.")
         writer.writer.commit()
-        bar.total = run.frames_done  # the header's frame count is only an estimate
-        bar.refresh()
+        run.bar.total = run.frames_done  # the header's frame count is only an estimate
+        run.bar.refresh()
     except BaseException as exc:
         stop.set()
         for t in (reader.thread, writer.thread):
@@ -307,12 +324,7 @@ def stylize_video(
         if isinstance(exc, Stopped) and writer.error is not None:
             raise writer.error from None
         raise
-    finally:
-        tuner.restore()
-        bar.close()
-        if not (reader.thread.is_alive() or writer.thread.is_alive()):
-            container.close()
-    return _video_result(run, in_path, out_path, fps, time.perf_counter() - t0, routes, declared)
+    return time.perf_counter() - t0
 
 
 def _video_duration(path: Path) -> float | None:

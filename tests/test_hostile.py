@@ -26,8 +26,7 @@ from fastnst.images import read_image, write_image
 from fastnst.models import Arch, TransformerNet
 from fastnst.styles import save_style
 
-from .conftest import audio_only_file, smooth_image
-from .test_pipeline import make_video
+from .conftest import audio_only_file, make_video, smooth_image
 
 TINY = Arch((8, 8, 8), 1)
 REPO = Path(__file__).resolve().parent.parent
@@ -348,3 +347,22 @@ def test_signal_mid_run_cleans_up(tmp_path: Path, model: Path, long_video: Path,
     assert proc.returncode == code, err
     assert err.strip() == f"fastnst: {word}", err
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["video", "image"])
+def test_existing_output_is_kept_without_force(tmp_path: Path, model: Path, capsys, kind: str) -> None:
+    """An existing output file is never replaced without --force; with it, it is."""
+    if kind == "video":
+        src = make_video(tmp_path / "in.mp4", w=32, h=24, n=3, audio=None)
+        out = tmp_path / "out.mp4"
+    else:
+        src = tmp_path / "in.png"
+        write_image(src, smooth_image(24, 32))
+        out = tmp_path / "out.png"
+    out.write_bytes(b"precious")
+    rc, err = stylize(capsys, src, out, model)
+    assert rc == 2 and "--force" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == b"precious"
+    rc, err = stylize(capsys, src, out, model, "--force", "--preset", "ultrafast")
+    assert rc == 0, err
+    assert out.read_bytes() != b"precious"

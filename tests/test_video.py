@@ -22,7 +22,7 @@ from fastnst.video import (
     write_video,
 )
 
-from .test_pipeline import make_video, media_stats, pattern
+from .conftest import make_video, media_stats, pattern
 
 
 def test_probe(tmp_path: Path) -> None:

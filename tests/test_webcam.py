@@ -14,7 +14,7 @@ from fastnst.models import Arch, TransformerNet
 from fastnst.styles import save_style
 from fastnst.webcam import FrameGrabber, ViewState, check_gui, compose, handle_key, run_webcam
 
-from .test_pipeline import make_video, media_stats, pattern
+from .conftest import make_video, media_stats, pattern
 
 
 @pytest.fixture

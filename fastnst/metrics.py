@@ -480,6 +480,279 @@ def _load_vgg(weights: str | os.PathLike | None, device: torch.device) -> torch.
     return load_vgg19(EVAL_TAPS, weights=weights, device=device)
 
 
+@dataclass
+class _Kept:
+    """The previous kept frame: input ``(H,W,3)`` uint8, input and outputs as ``(1,3,H,W)`` in ``[0,1]``."""
+
+    frame: Frame
+    x: torch.Tensor
+    ys: dict[str, torch.Tensor]
+
+
+@dataclass
+class _EvalSetup:
+    """What the evaluation loop reads: sources, networks and options (only ``streams`` advance)."""
+
+    device: torch.device
+    outputs: dict[str, Iterable[Frame] | FrameStylizer]
+    labels: dict[str, str]
+    callables: dict[str, FrameStylizer]
+    streams: dict[str, Iterator[Frame]]
+    flow_fn: FlowFn
+    flow_desc: str
+    vgg: torch.nn.Module | None
+    vgg_desc: str
+    style_rgb: Frame | None
+    style_desc: str
+    stride: int
+    vgg_every: int
+    style_size: int | None
+    min_trusted: float
+    max_frames: int | None
+    keep_pictures: bool
+
+
+@dataclass
+class _EvalState:
+    """Everything the evaluation loop accumulates, frame by frame."""
+
+    accs: dict[str, _Acc]
+    spread: _Spread
+    floor: _Acc = field(default_factory=_Acc)
+    notes: list[str] = field(default_factory=list)
+    mask_fracs: list[float] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    size: tuple[int, int] | None = None  # (H, W) of the first output's frames, fixed by the first frame
+    targets: dict[str, torch.Tensor] | None = None  # style Grams, made on the first VGG frame
+    prev: _Kept | None = None
+    n_frames: int = 0
+    n_vgg: int = 0
+    limited: bool = False  # an output ran out before the input
+
+
+def _pick_vgg(vgg: torch.nn.Module | None, vgg_every: int, weights: str | os.PathLike | None,
+              device: torch.device) -> tuple[torch.nn.Module | None, str]:
+    """The feature network for the distances (``None`` when ``vgg_every`` is 0) and its description."""
+    if not vgg_every:
+        return None, "none"
+    if vgg is None:
+        vgg = _load_vgg(weights, device)
+        return vgg, f"VGG19 {getattr(vgg, 'preprocessing', '')}".strip()
+    return vgg.to(device), "caller-supplied network"
+
+
+def _setup(outputs: Mapping[str, Iterable[Frame] | FrameStylizer] | None, output_names: Mapping[str, str] | None,
+           *, style_image: str | os.PathLike | Frame | None, device: torch.device | str | None,
+           vgg: torch.nn.Module | None, vgg_weights: str | os.PathLike | None, flow: str,
+           raft_weights: str | os.PathLike | None, max_frames: int | None, stride: int, vgg_every: int,
+           style_size: int | None, min_trusted: float, pictures: str | os.PathLike | None) -> _EvalSetup:
+    """Check the options and load what the loop needs (flow, VGG, style image); see :func:`evaluate_frames`."""
+    if stride < 1 or vgg_every < 0:
+        raise FastNSTError("stride must be at least 1 and vgg_every at least 0.")
+    if max_frames is not None and max_frames < 2:
+        raise FastNSTError("max_frames must be at least 2 (E_warp needs a pair of frames).")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    outputs = dict(outputs or {})
+    flow_fn, flow_desc = make_flow(flow, weights=raft_weights, device=dev)
+    net, vgg_desc = _pick_vgg(vgg, vgg_every, vgg_weights, dev)
+    if style_image is None and net is not None:
+        raise FastNSTError("The style distance needs a style image.")
+    is_path = isinstance(style_image, (str, os.PathLike))
+    callables = {n: s for n, s in outputs.items() if callable(s)}
+    return _EvalSetup(
+        device=dev, outputs=outputs, labels={n: (output_names or {}).get(n, n) for n in outputs},
+        callables=callables,
+        streams={n: _strided(iter(s), stride) for n, s in outputs.items() if n not in callables},
+        flow_fn=flow_fn, flow_desc=flow_desc, vgg=net, vgg_desc=vgg_desc,
+        style_rgb=read_image(style_image) if is_path else style_image,
+        style_desc=str(style_image) if is_path else ("array" if style_image is not None else "none"),
+        stride=stride, vgg_every=vgg_every, style_size=style_size, min_trusted=min_trusted,
+        max_frames=max_frames, keep_pictures=pictures is not None,
+    )
+
+
+def _read_outputs(cfg: _EvalSetup, st: _EvalState, k: int, frame: Frame) -> dict[str, Frame] | None:
+    """Each output's frame for kept input frame ``k`` (uint8 HWC); ``None`` when one has run out."""
+    outs: dict[str, Frame] = {}
+    for n in cfg.outputs:
+        o = _as_uint8(cfg.callables[n](frame)) if n in cfg.callables else next(cfg.streams[n], None)
+        if o is None:
+            st.notes.append(f"{cfg.labels[n]} ended after {k} frames; evaluated {k} frames of the input.")
+            st.limited = True
+            return None
+        outs[n] = _as_uint8(o)
+    return outs
+
+
+def _align(cfg: _EvalSetup, st: _EvalState, frame: Frame,
+           outs: dict[str, Frame]) -> tuple[Frame, dict[str, Frame]]:
+    """The input frame and the outputs' frames resized to the evaluation size (the first output's)."""
+    if st.size is None:
+        st.size = next(iter(outs.values())).shape[:2] if outs else frame.shape[:2]
+        if frame.shape[:2] != st.size:
+            st.notes.append(f"input frames ({frame.shape[1]}x{frame.shape[0]}) resized to the stylized "
+                            f"frames' {st.size[1]}x{st.size[0]} for flow and distances.")
+    size = st.size
+    fitted: dict[str, Frame] = {}
+    for n, o in outs.items():
+        if o.shape[:2] != size:
+            msg = f"{cfg.labels[n]} frames ({o.shape[1]}x{o.shape[0]}) resized to {size[1]}x{size[0]}."
+            if msg not in st.notes:
+                st.notes.append(msg)
+        fitted[n] = _fit(o, size)
+    return _fit(np.ascontiguousarray(frame), size), fitted
+
+
+def _measure_pair(cfg: _EvalSetup, st: _EvalState, k: int, frame: Frame, x: torch.Tensor,
+                  ys: dict[str, torch.Tensor]) -> None:
+    """Flow and mask for the pair (previous kept frame, frame ``k``) and its E_warp for input and outputs."""
+    prev = st.prev
+    assert prev is not None
+    fw, mask = pair_flow(prev.frame, frame, cfg.flow_fn, device=cfg.device)
+    frac = float(mask.mean())
+    e_in = warp_error(prev.x, x, fw, mask)
+    if e_in is None or frac < cfg.min_trusted:
+        st.skipped.append((k - 1) * cfg.stride)
+        return
+    st.mask_fracs.append(frac)
+    st.floor.errors.append(e_in)
+    if not cfg.outputs and cfg.keep_pictures and (st.floor.worst is None or e_in > st.floor.worst[0]):
+        st.floor.worst = (e_in, prev.x.cpu(), x.cpu(), None, None, fw.cpu(), mask.cpu())
+    for n, y in ys.items():
+        e = warp_error(prev.ys[n], y, fw, mask)
+        assert e is not None  # same mask as the floor's
+        acc = st.accs[n]
+        acc.errors.append(e)
+        if cfg.keep_pictures and (acc.worst is None or e > acc.worst[0]):
+            acc.worst = (e, prev.x.cpu(), x.cpu(), prev.ys[n].cpu(), y.cpu(), fw.cpu(), mask.cpu())
+
+
+def _first_targets(cfg: _EvalSetup, features: Mapping[str, torch.Tensor], size: tuple[int, int]) -> dict:
+    """Style Grams for the first VGG frame, after checking the network gives every tap needed."""
+    missing = [t for t in EVAL_TAPS if t not in features]
+    if missing:
+        raise FastNSTError(f"The feature network lacks the layers {missing} needed for distances.")
+    assert cfg.vgg is not None
+    s = to_tensor(cfg.style_rgb, cfg.device)
+    return style_targets(cfg.vgg, resize_to(s, cfg.style_size or max(size)))
+
+
+def _measure_vgg(cfg: _EvalSetup, st: _EvalState, x: torch.Tensor, ys: dict[str, torch.Tensor]) -> None:
+    """Style distance of the input and style + content distance of each output for one frame."""
+    assert cfg.vgg is not None and st.size is not None
+    with torch.no_grad():
+        fx = cfg.vgg(x)
+        if st.targets is None:
+            st.targets = _first_targets(cfg, fx, st.size)
+        st.floor.style.append(frame_style_distance(fx, st.targets))
+        for n, y in ys.items():
+            fy = cfg.vgg(y)
+            st.accs[n].style.append(frame_style_distance(fy, st.targets))
+            st.accs[n].content.append(content_distance(fy, fx))
+    st.n_vgg += 1
+
+
+def _step(cfg: _EvalSetup, st: _EvalState, k: int, frame: Frame) -> bool:
+    """Measure kept input frame ``k``; ``False`` when an output has run out (stop the loop)."""
+    outs = _read_outputs(cfg, st, k, frame)
+    if outs is None:
+        return False
+    frame, outs = _align(cfg, st, frame, outs)
+    x = to_tensor(frame, cfg.device)
+    ys = {n: to_tensor(o, cfg.device) for n, o in outs.items()}
+    if st.prev is not None:
+        _measure_pair(cfg, st, k, frame, x, ys)
+    if cfg.vgg is not None and k % cfg.vgg_every == 0:
+        _measure_vgg(cfg, st, x, ys)
+    if cfg.keep_pictures:
+        st.spread.offer(k, (frame, outs))
+    st.prev = _Kept(frame, x, ys)
+    st.n_frames += 1
+    return True
+
+
+def _run(cfg: _EvalSetup, st: _EvalState, input_frames: Iterable[Frame], progress: bool) -> None:
+    """The single pass over the kept input frames."""
+    frames_in = _strided(input_frames, cfg.stride)
+    if cfg.max_frames is not None:
+        frames_in = islice(frames_in, cfg.max_frames)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.max_frames, unit="frame", desc="eval", leave=False)
+    try:
+        for k, frame in enumerate(frames_in):
+            if not _step(cfg, st, k, frame):
+                break
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _closing_notes(cfg: _EvalSetup, st: _EvalState) -> None:
+    """Refuse a pass with fewer than 2 frames; note outputs longer than the input and skipped pairs."""
+    if st.n_frames < 2:
+        raise FastNSTError(f"Need at least 2 frames to measure temporal consistency, got {st.n_frames}.")
+    if not st.limited and (cfg.max_frames is None or st.n_frames < cfg.max_frames):
+        for n, stream in cfg.streams.items():
+            if next(stream, None) is not None:
+                st.notes.append(f"{cfg.labels[n]} has more frames than the input; extra frames ignored.")
+    if st.skipped:
+        st.notes.append(f"{len(st.skipped)} pair(s) with < {cfg.min_trusted:.0%} trusted pixels skipped as shot "
+                        f"cuts (after frames {', '.join(map(str, st.skipped))}).")
+
+
+def _write_pictures(cfg: _EvalSetup, st: _EvalState, n: str, acc: _Acc | None, pics_dir: Path,
+                    prefix: str) -> dict[str, str]:
+    """``grid.png`` (input row over output ``n``'s row) and ``heatmap.png`` (its worst pair) → paths."""
+    pics: dict[str, str] = {}
+    chosen = st.spread.pick()
+    tags = [f"#{i * cfg.stride}" for i, _ in chosen]
+    ins = [f for _, (f, _) in chosen]
+    rows = [[o[n] for _, (_, o) in chosen]] if acc is not None else []
+    grid = side_by_side_grid(ins, rows, frame_labels=tags, row_labels=[n])
+    pics["grid"] = str(write_image(pics_dir / f"{prefix}grid.png", grid))
+    worst = acc.worst if acc is not None else st.floor.worst
+    if worst is not None:
+        _, pin, xin, pout, yout, fw, mask = worst
+        heat_rows = [("input", pin, xin)] if pout is None else [(n, pout, yout), ("input", pin, xin)]
+        pics["heatmap"] = str(write_image(pics_dir / f"{prefix}heatmap.png", error_heatmap(heat_rows, fw, mask)))
+    return pics
+
+
+def _reports(cfg: _EvalSetup, st: _EvalState, input_name: str,
+             pictures: str | os.PathLike | None) -> dict[str, EvalReport]:
+    """One report per output (or ``{"input": floor}``), pictures written; ``seconds`` left at 0."""
+    assert st.size is not None
+    common = {
+        "input_video": input_name, "style_image": cfg.style_desc, "frames": st.n_frames,
+        "pairs": len(st.floor.errors), "size": tuple(st.size), "stride": cfg.stride, "flow": cfg.flow_desc,
+        "e_warp_input": _mean(st.floor.errors), "style_distance_input": _mean(st.floor.style),
+        "vgg_frames": st.n_vgg, "vgg": cfg.vgg_desc, "mask_fraction": _mean(st.mask_fracs),
+        "skipped_pairs": st.skipped, "device": str(cfg.device),
+    }
+    reports: dict[str, EvalReport] = {}
+    names = list(cfg.outputs) or ["input"]
+    for n in names:
+        acc = st.accs.get(n)
+        pics: dict[str, str] = {}
+        if pictures is not None:
+            prefix = "" if len(names) == 1 else f"{_safe_name(n)}_"
+            pics = _write_pictures(cfg, st, n, acc, Path(pictures), prefix)
+        reports[n] = EvalReport(
+            name=cfg.labels.get(n, n), stylized=cfg.labels[n] if acc is not None else None,
+            e_warp=_mean(acc.errors) if acc else None, style_distance=_mean(acc.style) if acc else None,
+            content_distance=_mean(acc.content) if acc else None, seconds=0.0, notes=list(st.notes),
+            pictures=pics, **common,
+        )
+        if pics.get("heatmap"):
+            reports[n].notes.append("heat map: the pair with the highest stylized E_warp.")
+    return reports
+
+
 def evaluate_frames(
     input_frames: Iterable[Frame],
     outputs: Mapping[str, Iterable[Frame] | FrameStylizer] | None = None,
@@ -526,165 +799,13 @@ def evaluate_frames(
     ``{"input": report}`` holding the floor only.
     """
     t0 = time.perf_counter()
-    if stride < 1 or vgg_every < 0:
-        raise FastNSTError("stride must be at least 1 and vgg_every at least 0.")
-    if max_frames is not None and max_frames < 2:
-        raise FastNSTError("max_frames must be at least 2 (E_warp needs a pair of frames).")
-    dev = device if isinstance(device, torch.device) else pick_device(device)
-    outputs = dict(outputs or {})
-    labels = {n: (output_names or {}).get(n, n) for n in outputs}
-    flow_fn, flow_desc = make_flow(flow, weights=raft_weights, device=dev)
-    if not vgg_every:
-        vgg, vgg_desc = None, "none"
-    elif vgg is None:
-        vgg = _load_vgg(vgg_weights, dev)
-        vgg_desc = f"VGG19 {getattr(vgg, 'preprocessing', '')}".strip()
-    else:
-        vgg = vgg.to(dev)
-        vgg_desc = "caller-supplied network"
-    if style_image is None and vgg is not None:
-        raise FastNSTError("The style distance needs a style image.")
-    is_path = isinstance(style_image, (str, os.PathLike))
-    style_rgb = read_image(style_image) if is_path else style_image
-    style_desc = str(style_image) if is_path else ("array" if style_image is not None else "none")
-
-    callables = {n: s for n, s in outputs.items() if callable(s)}
-    streams = {n: _strided(iter(s), stride) for n, s in outputs.items() if n not in callables}
-    accs = {n: _Acc() for n in outputs}
-    floor = _Acc()
-    notes: list[str] = []
-    mask_fracs: list[float] = []
-    skipped: list[int] = []
-    spread = _Spread(grid_frames)
-    size: tuple[int, int] | None = None
-    targets: dict[str, torch.Tensor] | None = None
-    prev: tuple[Frame, torch.Tensor, dict[str, torch.Tensor]] | None = None
-    n_frames = n_vgg = 0
-    limited = False
-
-    frames_in = _strided(input_frames, stride)
-    if max_frames is not None:
-        frames_in = islice(frames_in, max_frames)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=max_frames, unit="frame", desc="eval", leave=False)
-    try:
-        for k, frame in enumerate(frames_in):
-            outs: dict[str, Frame] = {}
-            for n in outputs:
-                o = _as_uint8(callables[n](frame)) if n in callables else next(streams[n], None)
-                if o is None:
-                    notes.append(f"{labels[n]} ended after {k} frames; evaluated {k} frames of the input.")
-                    limited = True
-                    break
-                outs[n] = _as_uint8(o)
-            if limited:
-                break
-            if size is None:
-                size = next(iter(outs.values())).shape[:2] if outs else frame.shape[:2]
-                if frame.shape[:2] != size:
-                    notes.append(f"input frames ({frame.shape[1]}x{frame.shape[0]}) resized to the stylized "
-                                 f"frames' {size[1]}x{size[0]} for flow and distances.")
-            for n, o in outs.items():
-                if o.shape[:2] != size:
-                    msg = f"{labels[n]} frames ({o.shape[1]}x{o.shape[0]}) resized to {size[1]}x{size[0]}."
-                    if msg not in notes:
-                        notes.append(msg)
-                    outs[n] = _fit(o, size)
-            frame = _fit(np.ascontiguousarray(frame), size)
-            x = to_tensor(frame, dev)
-            ys = {n: to_tensor(o, dev) for n, o in outs.items()}
-
-            if prev is not None:
-                fw, mask = pair_flow(prev[0], frame, flow_fn, device=dev)
-                frac = float(mask.mean())
-                e_in = warp_error(prev[1], x, fw, mask)
-                if e_in is None or frac < min_trusted:
-                    skipped.append((k - 1) * stride)
-                else:
-                    mask_fracs.append(frac)
-                    floor.errors.append(e_in)
-                    if not outputs and pictures is not None and (floor.worst is None or e_in > floor.worst[0]):
-                        floor.worst = (e_in, prev[1].cpu(), x.cpu(), None, None, fw.cpu(), mask.cpu())
-                    for n, y in ys.items():
-                        e = warp_error(prev[2][n], y, fw, mask)
-                        assert e is not None  # same mask as the floor's
-                        acc = accs[n]
-                        acc.errors.append(e)
-                        if pictures is not None and (acc.worst is None or e > acc.worst[0]):
-                            acc.worst = (e, prev[1].cpu(), x.cpu(), prev[2][n].cpu(), y.cpu(), fw.cpu(), mask.cpu())
-
-            if vgg is not None and k % vgg_every == 0:
-                with torch.no_grad():
-                    fx = vgg(x)
-                    if targets is None:
-                        missing = [t for t in EVAL_TAPS if t not in fx]
-                        if missing:
-                            raise FastNSTError(f"The feature network lacks the layers {missing} needed for distances.")
-                        s = to_tensor(style_rgb, dev)
-                        targets = style_targets(vgg, resize_to(s, style_size or max(size)))
-                    floor.style.append(frame_style_distance(fx, targets))
-                    for n, y in ys.items():
-                        fy = vgg(y)
-                        accs[n].style.append(frame_style_distance(fy, targets))
-                        accs[n].content.append(content_distance(fy, fx))
-                n_vgg += 1
-            if pictures is not None:
-                spread.offer(k, (frame, outs))
-            prev = (frame, x, ys)
-            n_frames += 1
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-
-    if n_frames < 2:
-        raise FastNSTError(f"Need at least 2 frames to measure temporal consistency, got {n_frames}.")
-    if not limited and (max_frames is None or n_frames < max_frames):
-        for n, st in streams.items():
-            if next(st, None) is not None:
-                notes.append(f"{labels[n]} has more frames than the input; extra frames ignored.")
-    if skipped:
-        notes.append(f"{len(skipped)} pair(s) with < {min_trusted:.0%} trusted pixels skipped as shot cuts "
-                     f"(after frames {', '.join(map(str, skipped))}).")
-
-    assert size is not None
-    common = {
-        "input_video": input_name, "style_image": style_desc, "frames": n_frames, "pairs": len(floor.errors),
-        "size": tuple(size), "stride": stride, "flow": flow_desc, "e_warp_input": _mean(floor.errors),
-        "style_distance_input": _mean(floor.style), "vgg_frames": n_vgg, "vgg": vgg_desc,
-        "mask_fraction": _mean(mask_fracs), "skipped_pairs": skipped, "device": str(dev),
-    }
-    pics_dir = Path(pictures) if pictures is not None else None
-    reports: dict[str, EvalReport] = {}
-    names = list(outputs) or ["input"]
-    for n in names:
-        acc = accs.get(n)
-        pics: dict[str, str] = {}
-        if pics_dir is not None:
-            prefix = "" if len(names) == 1 else f"{_safe_name(n)}_"
-            chosen = spread.pick()
-            tags = [f"#{i * stride}" for i, _ in chosen]
-            ins = [f for _, (f, _) in chosen]
-            rows = [[o[n] for _, (_, o) in chosen]] if acc is not None else []
-            grid = side_by_side_grid(ins, rows, frame_labels=tags, row_labels=[n])
-            pics["grid"] = str(write_image(pics_dir / f"{prefix}grid.png", grid))
-            worst = acc.worst if acc is not None else floor.worst
-            if worst is not None:
-                _, pin, xin, pout, yout, fw, mask = worst
-                heat_rows = [("input", pin, xin)] if pout is None else [(n, pout, yout), ("input", pin, xin)]
-                pics["heatmap"] = str(write_image(pics_dir / f"{prefix}heatmap.png", error_heatmap(heat_rows, fw, mask)))
-        reports[n] = EvalReport(
-            name=labels.get(n, n), stylized=labels[n] if acc is not None else None,
-            e_warp=_mean(acc.errors) if acc else None, style_distance=_mean(acc.style) if acc else None,
-            content_distance=_mean(acc.content) if acc else None, seconds=0.0, notes=list(notes), pictures=pics,
-            **common,
-        )
-        if pics.get("heatmap"):
-            reports[n].notes.append("heat map: the pair with the highest stylized E_warp.")
+    cfg = _setup(outputs, output_names, style_image=style_image, device=device, vgg=vgg, vgg_weights=vgg_weights,
+                 flow=flow, raft_weights=raft_weights, max_frames=max_frames, stride=stride, vgg_every=vgg_every,
+                 style_size=style_size, min_trusted=min_trusted, pictures=pictures)
+    st = _EvalState(accs={n: _Acc() for n in cfg.outputs}, spread=_Spread(grid_frames))
+    _run(cfg, st, input_frames, progress)
+    _closing_notes(cfg, st)
+    reports = _reports(cfg, st, input_name, pictures)
     elapsed = time.perf_counter() - t0
     for r in reports.values():
         r.seconds = elapsed

@@ -415,201 +415,267 @@ def train(cfg: TrainConfig, *, loss_net: nn.Module | None = None,
 
 def _run(cfg: TrainConfig, info: dist.DistInfo, loss_net: nn.Module | None,
          stop: threading.Event | None) -> TrainResult:
-    from tqdm.auto import tqdm
+    trainer = _Trainer(cfg, info, stop)
+    trainer.setup(loss_net)
+    trainer.restore()
+    trainer.prepare()
+    trainer.run_steps()
+    return trainer.finish()
 
-    device = info.device
-    arch, preset = parse_arch(cfg)
-    name, out_dir, output = run_paths(cfg, preset)
-    ckpt_path = out_dir / "checkpoint.pt"
-    resume_path = resume_source(cfg, ckpt_path, out_dir, info)
-    state = load_checkpoint(resume_path) if resume_path is not None else None
-    if state is not None:
-        require_arch(resume_path, Arch.from_dict(state["arch"]), state.get("preset"), arch, preset)
-    check_output(output, cfg, preset, state["config"] if state is not None else None)
-    log_path = out_dir / "log.jsonl"
-    dtype, amp_note = amp_dtype(cfg.amp, device)
-    if amp_note:
-        _note(info, amp_note)
-    temporal = cfg.temporal_weight > 0
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
-    # Data: training photos, held-out photos for the sample grid, optional video pairs.
-    photos = find_photos(cfg.content)
-    train_photos, val_photos = split_validation(photos, cfg.val_images)
-    pairs = []
-    for v in cfg.video:
-        pairs += read_video_pairs(v, cfg.video_pairs, min_side=round(cfg.image_size / max(cfg.crop_min, 0.25)))
-    params = PairParams(temporal=temporal, flow_shift=cfg.flow_shift, flow_zoom=cfg.flow_zoom,
-                        flow_rotate=cfg.flow_rotate, flow_local=cfg.flow_local, frame_noise=cfg.frame_noise,
-                        frame_brightness=cfg.frame_brightness)
-    dataset = TrainingPairs(train_photos, cfg.image_size, seed=cfg.seed, params=params, crop_min=cfg.crop_min,
-                            video_pairs=pairs)
-    shown = val_photos or train_photos[: min(4, len(train_photos))]
-    sample_inputs = [resize_to(to_tensor(read_image(p), device), cfg.image_size) for p in shown]
-    sample_labels = [p.stem[:18] + (" (val)" if val_photos else " (train)") for p in shown]
+class _Trainer:
+    """One run's explicit state. The phases run in a fixed order — :meth:`setup` (data, loss network
+    and targets, net, optimiser), :meth:`restore` (resume or ``--init``), :meth:`prepare` (run files,
+    DDP, loader), :meth:`run_steps`, :meth:`finish` — because that order fixes the RNG stream, and a
+    resumed run must match an uninterrupted one."""
 
-    # Loss network, targets fixed for the whole run.
-    c_layers = normalised(cfg.content_layers, "content")
-    s_layers = normalised(cfg.style_layers, "style")
-    taps = list(dict.fromkeys([*c_layers, *s_layers]))
-    vgg = loss_net if loss_net is not None else build_loss_network(cfg, taps, device)
-    vgg = vgg.to(device=device, memory_format=memory_format).eval()
-    vgg.requires_grad_(False)
-    grams = style_grams(cfg.style, vgg, list(s_layers), cfg.style_size, device)
-    with torch.no_grad():
-        if shown:
-            refs = torch.cat([to_tensor(center_square(read_image(p), cfg.image_size), device) for p in shown])
-        else:  # only video pairs: their first frames are the reference
-            refs = torch.stack([dataset[k]["frame1"] for k in range(min(4, len(dataset)))]).to(device)
-        ref_feats = features_upto(vgg, refs, list(c_layers))
-    c_w = losses.balanced_weights(ref_feats, c_layers)
-    s_w = losses.balanced_weights(grams, s_layers)
+    def __init__(self, cfg: TrainConfig, info: dist.DistInfo, stop: threading.Event | None) -> None:
+        self.cfg, self.info, self.stop, self.device = cfg, info, stop, info.device
+        self.arch, self.preset = parse_arch(cfg)
+        self.name, self.out_dir, self.output = run_paths(cfg, self.preset)
+        self.ckpt_path = self.out_dir / "checkpoint.pt"
+        self.log_path = self.out_dir / "log.jsonl"
+        self.resume_path = resume_source(cfg, self.ckpt_path, self.out_dir, info)
+        self.state = load_checkpoint(self.resume_path) if self.resume_path is not None else None
+        if self.state is not None:
+            require_arch(self.resume_path, Arch.from_dict(self.state["arch"]), self.state.get("preset"),
+                         self.arch, self.preset)
+        check_output(self.output, cfg, self.preset, self.state["config"] if self.state is not None else None)
+        self.dtype, amp_note = amp_dtype(cfg.amp, self.device)
+        if amp_note:
+            _note(info, amp_note)
+        self.temporal = cfg.temporal_weight > 0
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.start_step, self.seconds0, self.history = 0, 0.0, []
+        self.at_step = 0
+        self.t0 = time.perf_counter()
 
-    # Network, optimiser, resume.
-    torch.manual_seed(cfg.seed)
-    net = TransformerNet(arch).to(device=device, memory_format=memory_format)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    start_step, seconds0, history = 0, 0.0, []
-    if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:  # a changed --lr applies to the continued run
-            group["lr"] = cfg.lr
-        if state.get("scaler") and scaler.is_enabled():
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        start_step, seconds0 = int(state["step"]), float(state.get("seconds", 0.0))
-        history = read_log(log_path, start_step)
-        _note(info, f"resuming {resume_path} at step {start_step}")
-    elif cfg.init:
-        init_weights(net, Path(cfg.init), arch, preset)
-        _note(info, f"network initialised from {cfg.init}")
-    if info.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_log(log_path, history)
-        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    # --- setup / restore / prepare ---
 
-    model: nn.Module = net
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
+    def setup(self, loss_net: nn.Module | None) -> None:
+        self._setup_data()
+        self._setup_loss(loss_net)
+        torch.manual_seed(self.cfg.seed)
+        self.net = TransformerNet(self.arch).to(device=self.device, memory_format=self.memory_format)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
 
-        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        model = torch.compile(model)
+    def _setup_data(self) -> None:
+        """Training photos, held-out photos for the sample grid, optional video pairs."""
+        cfg = self.cfg
+        train_photos, val_photos = split_validation(find_photos(cfg.content), cfg.val_images)
+        pairs = []
+        for v in cfg.video:
+            pairs += read_video_pairs(v, cfg.video_pairs, min_side=round(cfg.image_size / max(cfg.crop_min, 0.25)))
+        params = PairParams(temporal=self.temporal, flow_shift=cfg.flow_shift, flow_zoom=cfg.flow_zoom,
+                            flow_rotate=cfg.flow_rotate, flow_local=cfg.flow_local, frame_noise=cfg.frame_noise,
+                            frame_brightness=cfg.frame_brightness)
+        self.dataset = TrainingPairs(train_photos, cfg.image_size, seed=cfg.seed, params=params,
+                                     crop_min=cfg.crop_min, video_pairs=pairs)
+        self.shown = val_photos or train_photos[: min(4, len(train_photos))]
+        self.sample_inputs = [resize_to(to_tensor(read_image(p), self.device), cfg.image_size) for p in self.shown]
+        self.sample_labels = [p.stem[:18] + (" (val)" if val_photos else " (train)") for p in self.shown]
 
-    sampler = StreamSampler(cfg.batch_size, cfg.steps, rank=info.rank, world=info.world, start_step=start_step)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-        pin_memory=device.type == "cuda", worker_init_fn=worker_init if cfg.workers else None,
-        persistent_workers=False,
-    )
+    def _setup_loss(self, loss_net: nn.Module | None) -> None:
+        """Loss network and the targets fixed for the whole run (style Grams, balanced layer weights)."""
+        cfg, device = self.cfg, self.device
+        self.c_layers = normalised(cfg.content_layers, "content")
+        s_layers = normalised(cfg.style_layers, "style")
+        taps = list(dict.fromkeys([*self.c_layers, *s_layers]))
+        vgg = loss_net if loss_net is not None else build_loss_network(cfg, taps, device)
+        self.vgg = vgg.to(device=device, memory_format=self.memory_format).eval()
+        self.vgg.requires_grad_(False)
+        self.grams = style_grams(cfg.style, self.vgg, list(s_layers), cfg.style_size, device)
+        with torch.no_grad():
+            if self.shown:
+                refs = torch.cat([to_tensor(center_square(read_image(p), cfg.image_size), device)
+                                  for p in self.shown])
+            else:  # only video pairs: their first frames are the reference
+                refs = torch.stack([self.dataset[k]["frame1"] for k in range(min(4, len(self.dataset)))]).to(device)
+            ref_feats = features_upto(self.vgg, refs, list(self.c_layers))
+        self.c_w = losses.balanced_weights(ref_feats, self.c_layers)
+        self.s_w = losses.balanced_weights(self.grams, s_layers)
 
-    def write_outputs(step: int, *, checkpoint: bool, samples: bool) -> None:
+    def restore(self) -> None:
+        """Continue from the resumed checkpoint (weights, optimiser, scaler, RNG, log) or ``--init``."""
+        cfg, state = self.cfg, self.state
+        if state is not None:
+            self.net.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            for group in self.optimizer.param_groups:  # a changed --lr applies to the continued run
+                group["lr"] = cfg.lr
+            if state.get("scaler") and self.scaler.is_enabled():
+                self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            self.start_step, self.seconds0 = int(state["step"]), float(state.get("seconds", 0.0))
+            self.history = read_log(self.log_path, self.start_step)
+            _note(self.info, f"resuming {self.resume_path} at step {self.start_step}")
+        elif cfg.init:
+            init_weights(self.net, Path(cfg.init), self.arch, self.preset)
+            _note(self.info, f"network initialised from {cfg.init}")
+        self.at_step = self.start_step
+
+    def prepare(self) -> None:
+        """Run folder files (rank 0), the DDP/compiled model and the data loader."""
+        cfg, info, device = self.cfg, self.info, self.device
+        if info.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_log(self.log_path, self.history)
+            (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        self.model: nn.Module = self.net
+        if info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.net, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        sampler = StreamSampler(cfg.batch_size, cfg.steps, rank=info.rank, world=info.world,
+                                start_step=self.start_step)
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+            pin_memory=device.type == "cuda", worker_init_fn=worker_init if cfg.workers else None,
+            persistent_workers=False,
+        )
+
+    # --- the steps ---
+
+    def run_steps(self) -> None:
+        """All remaining steps; on a stop (Ctrl-C, ``stop``) checkpoint, then re-raise ``KeyboardInterrupt``."""
+        from tqdm.auto import tqdm
+
+        cfg, info = self.cfg, self.info
+        self.net.train()
+        # Refresh a bar in a terminal every second; in a log file (a background run) every minute.
+        self.bar = tqdm(total=cfg.steps, initial=self.start_step, disable=not (cfg.progress and info.main),
+                        unit="step", dynamic_ncols=True, desc=f"train {self.name}",
+                        mininterval=1.0 if sys.stderr.isatty() else 60.0)
+        self.window = torch.zeros(len(LOSS_KEYS), device=self.device)
+        self.window_steps, self.window_t = 0, time.perf_counter()
+        self.t0 = time.perf_counter()
+        self.at_step = self.start_step
+        try:
+            for batch in self.loader:
+                b = self.step(batch)
+                step = self.at_step
+                if step % max(cfg.log_every, 1) == 0 or step == cfg.steps:
+                    self.log(b)
+                last = step == cfg.steps
+                t_write = time.perf_counter()
+                self.save_outputs(checkpoint=last or bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0),
+                                  samples=last or bool(cfg.sample_every and step % cfg.sample_every == 0))
+                self.window_t += time.perf_counter() - t_write  # images/s measures training, not file writing
+                if self._stop_agreed(last):
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if info.main and self.at_step > self.start_step:
+                self.save_outputs(checkpoint=True, samples=False)
+                _note(info, f"interrupted: checkpoint at step {self.at_step} in {self.ckpt_path}; "
+                            "continue with --resume auto")
+            raise
+        finally:
+            self.bar.close()
+
+    def _stop_agreed(self, last: bool) -> bool:
+        """Whether any process saw ``stop``; under DDP asked only at the shared agreement points."""
+        info = self.info
+        return bool((not info.enabled or self.at_step % STOP_AGREE_EVERY == 0 or last)
+                    and dist.any_process(self.stop is not None and self.stop.is_set(), info))
+
+    def step(self, batch: Mapping[str, torch.Tensor]) -> int:
+        """One optimisation step on ``batch``; adds its loss terms to the log window. Returns the batch size."""
+        x1 = batch["frame1"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        with autocast(self.device, self.dtype):
+            terms = self._loss_terms(batch, x1)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms[-1]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.at_step += 1
+        self.bar.update(1)
+        self.window += torch.stack(terms).detach().float()
+        self.window_steps += 1
+        return x1.shape[0]
+
+    def _loss_terms(self, batch: Mapping[str, torch.Tensor], x1: torch.Tensor) -> list[torch.Tensor]:
+        """``[content, style, tv, temporal, total]``, weighted (in the order of :data:`LOSS_KEYS`)."""
+        cfg, device, b = self.cfg, self.device, x1.shape[0]
+        if self.temporal:
+            x2 = batch["frame2"].to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            flow = batch["flow"].to(device, non_blocking=True)
+            mask = batch["mask"].to(device, non_blocking=True)
+            y = self.model(torch.cat([x1, x2]))
+            y1, y2 = y[:b], y[b:]
+            x_p, y_p = (torch.cat([x1, x2]), y) if cfg.perceptual_both else (x1, y1)
+        else:
+            y1 = self.model(x1)
+            x_p, y_p = x1, y1
+        feats = self.vgg(y_p)
+        with torch.no_grad():
+            targets = features_upto(self.vgg, x_p, list(self.c_layers))
+        l_content = cfg.content_weight * losses.content_loss(feats, targets, self.c_w)
+        l_style = cfg.style_weight * losses.style_loss(feats, self.grams, self.s_w)
+        l_tv = cfg.tv_weight * losses.total_variation(y_p)
+        if self.temporal:
+            warped, _ = warp(y1, flow)
+            l_temporal = cfg.temporal_weight * losses.temporal_loss(y2, warped, mask)
+        else:
+            l_temporal = torch.zeros((), device=device)
+        return [l_content, l_style, l_tv, l_temporal, l_content + l_style + l_tv + l_temporal]
+
+    # --- log / checkpoint / finish ---
+
+    def log(self, b: int) -> None:
+        """Append the window's mean losses (over all processes) to the history, the log and the bar."""
+        info = self.info
+        means = (dist.mean_over_processes(self.window, info) / self.window_steps).tolist()
+        if not all(math.isfinite(v) for v in means):
+            raise FastNSTError(f"Training diverged at step {self.at_step} (loss is not finite); "
+                               "lower --lr or the loss weights.")
+        now = time.perf_counter()
+        rec = {"step": self.at_step, **dict(zip(LOSS_KEYS, means)),
+               "images_per_s": self.window_steps * b * info.world / max(now - self.window_t, 1e-9),
+               "seconds": self.seconds0 + now - self.t0}
+        self.history.append(rec)
+        if info.main:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        self.bar.set_postfix(total=f"{means[4]:.3g}", content=f"{means[0]:.3g}", style=f"{means[1]:.3g}",
+                             tv=f"{means[2]:.3g}", temporal=f"{means[3]:.3g}", img_s=f"{rec['images_per_s']:.2f}")
+        self.window.zero_()
+        self.window_steps, self.window_t = 0, time.perf_counter()
+
+    def save_outputs(self, *, checkpoint: bool, samples: bool) -> None:
+        """Rank 0 only: the checkpoint and/or the sample sheet and loss curve at the current step."""
+        info, step = self.info, self.at_step
         if not info.main:
             return
         if checkpoint:
-            save_checkpoint(ckpt_path, step=step, seconds=seconds0 + time.perf_counter() - t0, net=net,
-                            optimizer=optimizer, scaler=scaler, cfg=cfg, arch=arch, preset=preset,
-                            world=info.world)
-        if samples and sample_inputs:
-            outs = stylize_samples(net, sample_inputs, device, dtype)
-            write_image(out_dir / "samples" / f"step_{step:06d}.png",
-                        sample_sheet(sample_inputs, outs, sample_labels, step))
-        if samples and plot_loss_curve(history, out_dir / "loss_curve.png", f"{name} ({preset})") is None \
-                and history:
+            save_checkpoint(self.ckpt_path, step=step, seconds=self.seconds0 + time.perf_counter() - self.t0,
+                            net=self.net, optimizer=self.optimizer, scaler=self.scaler, cfg=self.cfg,
+                            arch=self.arch, preset=self.preset, world=info.world)
+        if samples and self.sample_inputs:
+            outs = stylize_samples(self.net, self.sample_inputs, self.device, self.dtype)
+            write_image(self.out_dir / "samples" / f"step_{step:06d}.png",
+                        sample_sheet(self.sample_inputs, outs, self.sample_labels, step))
+        if samples and plot_loss_curve(self.history, self.out_dir / "loss_curve.png",
+                                       f"{self.name} ({self.preset})") is None and self.history:
             _note(info, "matplotlib is not installed (pip install fastnst[plots]): no loss curve")
 
-    net.train()
-    # Refresh a bar in a terminal every second; in a log file (a background run) every minute.
-    bar = tqdm(total=cfg.steps, initial=start_step, disable=not (cfg.progress and info.main), unit="step",
-               dynamic_ncols=True, desc=f"train {name}", mininterval=1.0 if sys.stderr.isatty() else 60.0)
-    window = torch.zeros(len(LOSS_KEYS), device=device)
-    window_steps, window_t = 0, time.perf_counter()
-    t0 = time.perf_counter()
-    step = start_step
-    zero = torch.zeros((), device=device)
-    try:
-        for batch in loader:
-            x1 = batch["frame1"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            b = x1.shape[0]
-            with autocast(device, dtype):
-                if temporal:
-                    x2 = batch["frame2"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                    flow = batch["flow"].to(device, non_blocking=True)
-                    mask = batch["mask"].to(device, non_blocking=True)
-                    y = model(torch.cat([x1, x2]))
-                    y1, y2 = y[:b], y[b:]
-                    x_p, y_p = (torch.cat([x1, x2]), y) if cfg.perceptual_both else (x1, y1)
-                else:
-                    y1 = model(x1)
-                    x_p, y_p = x1, y1
-                feats = vgg(y_p)
-                with torch.no_grad():
-                    targets = features_upto(vgg, x_p, list(c_layers))
-                l_content = cfg.content_weight * losses.content_loss(feats, targets, c_w)
-                l_style = cfg.style_weight * losses.style_loss(feats, grams, s_w)
-                l_tv = cfg.tv_weight * losses.total_variation(y_p)
-                if temporal:
-                    warped, _ = warp(y1, flow)
-                    l_temporal = cfg.temporal_weight * losses.temporal_loss(y2, warped, mask)
-                else:
-                    l_temporal = zero
-                total = l_content + l_style + l_tv + l_temporal
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            bar.update(1)
-            window += torch.stack([l_content, l_style, l_tv, l_temporal, total]).detach().float()
-            window_steps += 1
-
-            if step % max(cfg.log_every, 1) == 0 or step == cfg.steps:
-                means = (dist.mean_over_processes(window, info) / window_steps).tolist()
-                if not all(math.isfinite(v) for v in means):
-                    raise FastNSTError(f"Training diverged at step {step} (loss is not finite); "
-                                       "lower --lr or the loss weights.")
-                now = time.perf_counter()
-                rec = {"step": step, **dict(zip(LOSS_KEYS, means)),
-                       "images_per_s": window_steps * b * info.world / max(now - window_t, 1e-9),
-                       "seconds": seconds0 + now - t0}
-                history.append(rec)
-                if info.main:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(rec) + "\n")
-                bar.set_postfix(total=f"{means[4]:.3g}", content=f"{means[0]:.3g}", style=f"{means[1]:.3g}",
-                                tv=f"{means[2]:.3g}", temporal=f"{means[3]:.3g}",
-                                img_s=f"{rec['images_per_s']:.2f}")
-                window.zero_()
-                window_steps, window_t = 0, time.perf_counter()
-            last = step == cfg.steps
-            t_write = time.perf_counter()
-            write_outputs(step, checkpoint=last or bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0),
-                          samples=last or bool(cfg.sample_every and step % cfg.sample_every == 0))
-            window_t += time.perf_counter() - t_write  # images/s measures training, not file writing
-            if (not info.enabled or step % STOP_AGREE_EVERY == 0 or last) \
-                    and dist.any_process(stop is not None and stop.is_set(), info):
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        if info.main and step > start_step:
-            write_outputs(step, checkpoint=True, samples=False)
-            _note(info, f"interrupted: checkpoint at step {step} in {ckpt_path}; continue with --resume auto")
-        raise
-    finally:
-        bar.close()
-
-    if step == start_step:  # nothing left to do (resumed a finished run): refresh the outputs anyway
-        write_outputs(step, checkpoint=False, samples=True)
-    if info.main:
-        style_image = ",".join(Path(p).name for p in cfg.style)
-        # The recorded name is the one the style will be listed and picked by: the file's stem.
-        save_style(output, net, style_name=output.stem, style_image=style_image, preset=preset,
-                   train_config=portable_config(cfg), half=cfg.half)
-    dist.barrier(info)
-    return TrainResult(output=output, out_dir=out_dir, checkpoint=ckpt_path, start_step=start_step, steps=step,
-                       seconds=seconds0 + time.perf_counter() - t0, device=str(device), world=info.world,
-                       history=history)
+    def finish(self) -> TrainResult:
+        """The style model (rank 0), after every process is done; the run's result."""
+        cfg, info = self.cfg, self.info
+        if self.at_step == self.start_step:  # nothing left to do (resumed a finished run): refresh the outputs
+            self.save_outputs(checkpoint=False, samples=True)
+        if info.main:
+            style_image = ",".join(Path(p).name for p in cfg.style)
+            # The recorded name is the one the style will be listed and picked by: the file's stem.
+            save_style(self.output, self.net, style_name=self.output.stem, style_image=style_image,
+                       preset=self.preset, train_config=portable_config(cfg), half=cfg.half)
+        dist.barrier(info)
+        return TrainResult(output=self.output, out_dir=self.out_dir, checkpoint=self.ckpt_path,
+                           start_step=self.start_step, steps=self.at_step,
+                           seconds=self.seconds0 + time.perf_counter() - self.t0, device=str(self.device),
+                           world=info.world, history=self.history)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m train") -> int:

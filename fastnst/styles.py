@@ -439,6 +439,19 @@ def check_style_name(name: str) -> str:
     return name
 
 
+def install_target(name: str, *, force: bool = False) -> Path:
+    """Where :func:`install_style` would put a style called ``name``; refuses an unsafe name, a shipped
+    style's name or an existing file unless ``force`` (callers check it before long work)."""
+    check_style_name(name)
+    shipped = shipped_styles_dir()
+    if not force and shipped is not None and (shipped / f"{name}{SUFFIX}").is_file():
+        raise FastNSTError(f"{name!r} is the name of a shipped style; choose another name or use --force to shadow it.")
+    dest = user_styles_dir() / f"{name}{SUFFIX}"
+    if not force and dest.exists():
+        raise FastNSTError(f"A style named {name!r} already exists ({dest}); choose another name or use --force.")
+    return dest
+
+
 def install_style(src_path: str | os.PathLike, name: str, *, force: bool = False) -> Path:
     """Copy the style file ``src_path`` into :func:`user_styles_dir` as ``name.safetensors``
     (atomically; its recorded ``style_name`` becomes ``name``), so ``name`` picks it from then on.
@@ -446,15 +459,9 @@ def install_style(src_path: str | os.PathLike, name: str, *, force: bool = False
     Refuses, unless ``force``, a name a shipped style has (the copy would shadow it) or one the user
     folder already holds. Returns the installed path.
     """
-    check_style_name(name)
+    dest = install_target(name, force=force)
     src = Path(src_path)
     meta, _ = check_style_file(src)
-    shipped = shipped_styles_dir()
-    if not force and shipped is not None and (shipped / f"{name}{SUFFIX}").is_file():
-        raise FastNSTError(f"{name!r} is the name of a shipped style; choose another name or use --force to shadow it.")
-    dest = user_styles_dir() / f"{name}{SUFFIX}"
-    if not force and dest.exists():
-        raise FastNSTError(f"A style named {name!r} already exists ({dest}); choose another name or use --force.")
     try:
         return rewrite_metadata(src, dest, {**meta, "style_name": name})
     except OSError as exc:

@@ -167,17 +167,10 @@ def read_painting(path: str | os.PathLike):
 
 def check_name_free(name: str, force: bool) -> Path:
     """The path the style will be installed at; refuses a shipped or existing name unless ``force``
-    (the same rule as :func:`fastnst.styles.install_style`, checked before the minutes are spent)."""
-    from fastnst.styles import SUFFIX, check_style_name, shipped_styles_dir, user_styles_dir
+    (:func:`fastnst.styles.install_target`, checked before the minutes are spent)."""
+    from fastnst.styles import install_target
 
-    check_style_name(name)
-    shipped = shipped_styles_dir()
-    if not force and shipped is not None and (shipped / f"{name}{SUFFIX}").is_file():
-        raise FastNSTError(f"{name!r} is the name of a shipped style; choose another --name or use --force.")
-    dest = user_styles_dir() / f"{name}{SUFFIX}"
-    if not force and dest.exists():
-        raise FastNSTError(f"A style named {name!r} already exists ({dest}); choose another --name or use --force.")
-    return dest
+    return install_target(name, force=force)
 
 
 def check_writable(folder: Path, what: str) -> bool:

@@ -115,7 +115,7 @@ def _cmd_gatys(args: argparse.Namespace) -> int:
 
 
 def _add_gatys(sub: argparse._SubParsersAction) -> None:
-    from .gatys import GatysConfig
+    from .options import GatysConfig
 
     d = GatysConfig()
     p = sub.add_parser("gatys", help="optimisation-based style transfer (Gatys et al.), the quality reference",
@@ -436,7 +436,7 @@ def _cmd_curves(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from .metrics import FLOW_METHODS
+    from .options import FLOW_METHODS
 
     p = sub.add_parser("eval", help="temporal warping error, style and content distance of a stylized video",
                        formatter_class=HelpFormatter)
@@ -505,7 +505,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _add_export_info(sub: argparse._SubParsersAction) -> None:
-    from .export import DEFAULT_OPSET
+    from .options import DEFAULT_OPSET
 
     p = sub.add_parser("export", help="export a style network to ONNX (.onnx) or torch.export (.pt2)",
                        formatter_class=HelpFormatter)

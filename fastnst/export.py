@@ -27,7 +27,8 @@ from torch import nn
 from .errors import FastNSTError
 
 SUFFIXES = (".onnx", ".pt2")
-DEFAULT_OPSET = 17
+from .options import DEFAULT_OPSET
+
 # The first layer's 9×9 reflection pad needs more than 4 px; the graph has no replicate fallback.
 MIN_SIDE = 5
 INPUT_NAME, OUTPUT_NAME = "input", "output"

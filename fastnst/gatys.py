@@ -27,28 +27,7 @@ from .backbones import get_backbone
 from .devices import pick_device
 from .errors import FastNSTError
 from .images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
-
-
-@dataclass
-class GatysConfig:
-    """Settings of one optimisation. ``None`` layers mean the backbone's defaults."""
-
-    size: int = 384
-    steps: int = 300
-    optimizer: str = "lbfgs"
-    lr: float | None = None
-    init: str = "content"
-    content_layers: dict[str, float] | None = None
-    style_layers: dict[str, float] | None = None
-    content_weight: float = 1.0
-    style_weight: float = 10.0
-    tv_weight: float = 1.0
-    style_blend: Sequence[float] | None = None
-    preserve_color: bool = False
-    save_every: int = 0
-    seed: int = 0
-    backbone: str = "vgg19"
-    pool: str = "max"
+from .options import GatysConfig
 
 
 @dataclass

@@ -51,7 +51,7 @@ from .losses import gram_matrix, style_distance
 STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
 EVAL_TAPS: tuple[str, ...] = (*STYLE_LAYERS, CONTENT_LAYER)
-FLOW_METHODS: tuple[str, ...] = ("dis", "raft_small", "raft_large")
+from .options import FLOW_METHODS
 
 Frame = np.ndarray  # (H,W,3) uint8 RGB
 FlowFn = Callable[[Frame, Frame], np.ndarray]  # (prev, next) → (H,W,2) float32, prev(p) ≈ next(p + flow(p))

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 # Blend weight of the motion-compensated previous output (fastnst.stabilize); chosen on bikes.mp4 with
 # `fastnst eval` (flicker against style, see weights/README.md).
 DEFAULT_STABILIZE = 0.5
@@ -23,3 +26,29 @@ DEFAULT_WORK_SIZE = 256
 # filter again).
 DEFAULT_UPSAMPLER = "bicubic"
 UPSAMPLERS = ("bicubic", "joint", "guided", "bilinear")
+# Optical flow estimators `fastnst eval` offers (fastnst.metrics.make_flow).
+FLOW_METHODS: tuple[str, ...] = ("dis", "raft_small", "raft_large")
+# ONNX opset of `fastnst export` (17: the first with LayerNormalization; InstanceNorm exports fine).
+DEFAULT_OPSET = 17
+
+
+@dataclass
+class GatysConfig:
+    """Settings of one Gatys optimisation (fastnst.gatys). ``None`` layers mean the backbone's defaults."""
+
+    size: int = 384
+    steps: int = 300
+    optimizer: str = "lbfgs"
+    lr: float | None = None
+    init: str = "content"
+    content_layers: dict[str, float] | None = None
+    style_layers: dict[str, float] | None = None
+    content_weight: float = 1.0
+    style_weight: float = 10.0
+    tv_weight: float = 1.0
+    style_blend: Sequence[float] | None = None
+    preserve_color: bool = False
+    save_every: int = 0
+    seed: int = 0
+    backbone: str = "vgg19"
+    pool: str = "max"

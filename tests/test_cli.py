@@ -72,3 +72,13 @@ def test_bad_layer_name_is_a_user_error(tmp_path, capsys):
 def test_vgg_info_without_cache(capsys):
     assert cli.main(["vgg", "info"]) == cli.EXIT_USER_ERROR
     assert "fastnst vgg fetch" in capsys.readouterr().err
+
+
+def test_help_does_not_import_torch() -> None:
+    """`fastnst --help` and every subcommand's parser stay quick: no torch import (seconds on a small CPU)."""
+    import subprocess
+    import sys
+
+    code = "import sys, fastnst.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -120,6 +120,53 @@ def check_gui() -> None:
                            "--no-window and --record OUT.mp4.")
 
 
+class Handover:
+    """A one-slot hand-over from a producer thread to a consumer where the newest item wins, so a slow
+    consumer never makes the producer fall behind; ``lossless``: the producer waits instead until the
+    previous item was taken (every item delivered once). Items are numbered 1, 2, …; the producer ends
+    with :meth:`end`, the consumer side (or a shutdown) releases a waiting producer with :meth:`stop`."""
+
+    def __init__(self, lossless: bool = False) -> None:
+        self.lossless = lossless
+        self.error: BaseException | None = None  # what ended the producer, if it failed
+        self._cond = threading.Condition()
+        self._item = None
+        self._made = 0
+        self._taken = 0
+        self._ended = False
+        self._stopped = False
+
+    def put(self, item) -> None:
+        with self._cond:
+            if self.lossless:
+                self._cond.wait_for(lambda: self._taken >= self._made or self._stopped)
+            self._item, self._made = item, self._made + 1
+            self._cond.notify_all()
+
+    def end(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            self.error, self._ended = error, True
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def take(self, after: int | None = None, timeout: float = 10.0) -> tuple[int, object] | None:
+        """The newest item numbered above ``after`` (default: the last one taken) as ``(number, item)``;
+        waits up to ``timeout`` s. None when the producer has ended — then :attr:`error` says whether
+        it failed — or nothing came in time. An item made before a failure is still delivered first."""
+        with self._cond:
+            after = self._taken if after is None else after
+            self._cond.wait_for(lambda: self._made > after or self._ended, timeout=timeout)
+            if self._made > after and self._item is not None:
+                self._taken = self._made
+                self._cond.notify_all()
+                return self._made, self._item
+            return None
+
+
 class FrameGrabber:
     """Reads a capture source in a thread, keeping only the newest frame as ``(H,W,3)`` uint8 RGB.
 
@@ -156,14 +203,8 @@ class FrameGrabber:
 
             self.period = 1.0 / float(probe(source).fps)
         self.max_size = max_size
-        self._cond = threading.Condition()
-        self._frame: np.ndarray | None = None
-        self._time = 0.0  # perf_counter() when the newest frame was captured (for latency)
+        self._frames = Handover(self.lossless)  # items: (rgb, perf_counter() at capture)
         self.captured_at = 0.0
-        self._seq = 0
-        self._taken = 0
-        self._ended = False
-        self._error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fastnst-capture", daemon=True)
         self._thread.start()
@@ -181,12 +222,7 @@ class FrameGrabber:
                     s = self.max_size / max(bgr.shape[:2])
                     bgr = cv2.resize(bgr, (max(1, round(bgr.shape[1] * s)), max(1, round(bgr.shape[0] * s))),
                                      interpolation=cv2.INTER_AREA)
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                with self._cond:
-                    if self.lossless:  # wait until the consumer has taken the previous frame
-                        self._cond.wait_for(lambda: self._taken >= self._seq or self._stop.is_set())
-                    self._frame, self._seq, self._time = rgb, self._seq + 1, time.perf_counter()
-                    self._cond.notify_all()
+                self._frames.put((cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.perf_counter()))
                 if self.period:
                     due += self.period
                     delay = due - time.perf_counter()
@@ -195,30 +231,24 @@ class FrameGrabber:
                     else:
                         due = time.perf_counter()
         except BaseException as exc:  # noqa: BLE001 - reported by read()
-            self._error = exc
-        finally:
-            with self._cond:
-                self._ended = True
-                self._cond.notify_all()
+            self._frames.end(exc)
+        else:
+            self._frames.end()
 
     def read(self, after: int = 0, timeout: float = 10.0) -> tuple[int, np.ndarray] | None:
         """The newest frame newer than sequence number ``after`` as ``(seq, rgb)``; waits for it.
         None when the source has ended (or nothing arrived within ``timeout`` seconds)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._seq > after or self._ended, timeout=timeout)
-            if self._error is not None:
-                raise FastNSTError(f"Reading from {self.source} failed: {self._error}") from self._error
-            if self._seq > after and self._frame is not None:
-                self._taken = self._seq
-                self.captured_at = self._time
-                self._cond.notify_all()
-                return self._seq, self._frame
+        got = self._frames.take(after, timeout)
+        if got is None:
+            if self._frames.error is not None:
+                raise FastNSTError(f"Reading from {self.source} failed: {self._frames.error}") from self._frames.error
             return None
+        seq, (rgb, self.captured_at) = got
+        return seq, rgb
 
     def close(self) -> None:
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self._frames.stop()
         self._thread.join(timeout=5)
         self.cap.release()
 
@@ -288,13 +318,7 @@ class NetworkStage:
 
         self.grabber, self.mixer, self.live, self.state, self.tuner = grabber, mixer, live, state, tuner
         self.stabilizer = Stabilizer(stabilize) if stabilize > 0 else None
-        self.lossless = lossless
-        self._cond = threading.Condition()
-        self._slot: Styled | None = None
-        self._made = 0
-        self._taken = 0
-        self._ended = False
-        self._error: BaseException | None = None
+        self._results = Handover(lossless)  # items: Styled
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fastnst-network", daemon=True)
         self._thread.start()
@@ -310,34 +334,23 @@ class NetworkStage:
                 seq, rgb = got
                 item = self._stylize(seq, rgb, self.grabber.captured_at, self.state.style)
                 self.tuner.tick()
-                with self._cond:
-                    if self.lossless:
-                        self._cond.wait_for(lambda: self._taken >= self._made or self._stop.is_set())
-                    self._slot, self._made = item, self._made + 1
-                    self._cond.notify_all()
+                self._results.put(item)
         except BaseException as exc:  # noqa: BLE001 - re-raised by take()
-            self._error = exc
-        finally:
-            with self._cond:
-                self._ended = True
-                self._cond.notify_all()
+            self._results.end(exc)
+        else:
+            self._results.end()
 
     def take(self, timeout: float = 10.0) -> Styled | None:
-        """The newest result not yet taken; waits for it. None when the source has ended."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._made > self._taken or self._ended, timeout=timeout)
-            if self._made > self._taken and self._slot is not None:  # a finished frame goes out first
-                self._taken = self._made
-                self._cond.notify_all()
-                return self._slot
-            if self._error is not None:
-                raise self._error
-            return None
+        """The newest result not yet taken; waits for it. None when the source has ended (a finished
+        frame goes out before the error that ended the stage is raised)."""
+        got = self._results.take(timeout=timeout)
+        if got is None and self._results.error is not None:
+            raise self._results.error
+        return None if got is None else got[1]
 
     def close(self) -> None:
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self._results.stop()
         self._thread.join(timeout=10)
 
 
@@ -503,5 +516,5 @@ def run_webcam(
                         latency_ms=latency, threads=tuner.chosen)
 
 
-__all__ = ["FpsMeter", "FrameGrabber", "LiveMix", "NetworkStage", "Styled", "ViewState", "WebcamResult", "check_gui",
+__all__ = ["FpsMeter", "FrameGrabber", "Handover", "LiveMix", "NetworkStage", "Styled", "ViewState", "WebcamResult", "check_gui",
            "compose", "handle_key", "overlay", "run_webcam"]

@@ -128,3 +128,27 @@ def test_ctrl_c_stops_and_keeps_the_recording(tmp_path: Path, two_styles: list[P
     rec = tmp_path / "rec.mkv"
     res = run_webcam(two_styles[:1], camera=str(src), device="cpu", show=False, record=rec, realtime=False)
     assert res.frames == 3 and media_stats(rec)["frames"] == 3
+
+
+def test_handover_newest_wins_lossless_waits_and_errors_come_after_pending_items() -> None:
+    import threading
+
+    from fastnst.webcam import Handover
+
+    h = Handover()
+    for i in range(3):
+        h.put(i)
+    assert h.take() == (3, 2) and h.take(timeout=0.05) is None  # newest wins, nothing twice
+    h.put("late")
+    h.end(RuntimeError("boom"))
+    assert h.take() == (4, "late") and h.take() is None and isinstance(h.error, RuntimeError)
+
+    lossless = Handover(lossless=True)
+    lossless.put(1)
+    second = threading.Thread(target=lossless.put, args=(2,))
+    second.start()
+    second.join(timeout=0.2)
+    assert second.is_alive()  # waits until the first item is taken
+    assert lossless.take() == (1, 1)
+    second.join(timeout=2)
+    assert lossless.take() == (2, 2)

@@ -57,6 +57,7 @@ class Stabilizer:
         presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST}
         self._dis = cv2.DISOpticalFlow_create(presets[preset])
         self.cuts = 0
+        self._grid: tuple = ((0, 0), None, None)  # (size, xs, ys) of the last frame size
         self.trusted: float = 0.0  # fraction of pixels trusted in the last frame (diagnostics)
         self.reset()
 
@@ -66,6 +67,12 @@ class Stabilizer:
         self._prev_in: np.ndarray | None = None
         self._prev_out: np.ndarray | None = None
 
+    def _pixel_grid(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel x and y coordinates ``(h,w)`` float32, made once per frame size (the hot path)."""
+        if self._grid[0] != (h, w):
+            self._grid = ((h, w), *np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)))
+        return self._grid[1], self._grid[2]
+
     def trust(self, frame: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For the current input ``frame`` ``(h,w,3)`` float32 in [0,1] and its uint8 luma: the previous
         output warped onto it ``(h,w,3)`` and the per-pixel trust ``(h,w,1)`` in [0,1]."""
@@ -74,7 +81,7 @@ class Stabilizer:
         back = self._dis.calc(gray, self._prev_gray, None)  # current → previous
         fwd = self._dis.calc(self._prev_gray, gray, None)  # previous → current
         h, w = gray.shape
-        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        gx, gy = self._pixel_grid(h, w)
         mx, my = gx + back[..., 0], gy + back[..., 1]
 
         def pull(img: np.ndarray) -> np.ndarray:

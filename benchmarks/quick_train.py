@@ -30,7 +30,7 @@ distance are met everywhere; the style moves toward the new painting (0.70× →
 but reaches 0.40× nowhere in 36–71 steps; the flicker is 3× the base's. Temporal weight 20 (the look
 issue's recipe) lets a few dozen steps undo much of the base's temporal training: the next thing to try
 is a higher temporal weight for quick runs. The first run (lr 1e-3, 19 steps at ~11 s a step) ended as
-a purple smear, style distance 1.15× the photos' own: see train/quick.py's QUICK_SETTINGS for why
+a purple smear, style distance 1.15× the photos' own: see fastnst/training/quick.py's QUICK_SETTINGS for why
 quick mode uses lr 2e-4.
 """
 

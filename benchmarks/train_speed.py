@@ -3,7 +3,7 @@
     nice -n 10 python benchmarks/train_speed.py [--sizes 128,256] [--dtypes fp32,bf16] [--threads 2]
                                                 [--preset fast] [--batch-size 4] [--steps 6] [--warmup 2]
 
-Each setting is one real run of the trainer (:func:`train.loop.train`: data pipeline with one
+Each setting is one real run of the trainer (:func:`fastnst.training.loop.train`: data pipeline with one
 DataLoader worker, transformation net on both frames, VGG19 up to relu5_1, content/style/TV/temporal
 losses, backward, Adam) on synthetic photos in a temporary folder, with ``log_every=1``; a step's
 time is ``batch / images_per_s`` of its log record (file writing excluded), and the table shows the
@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))  # `train/` is a top-level folder of the checkout
 from fastnst.devices import cpu_has_native_bf16, pick_device
 from fastnst.images import write_image
 from fastnst.vgg import cached_weights_path
-from train.config import TrainConfig
-from train.loop import train
+from fastnst.training.config import TrainConfig
+from fastnst.training.loop import train
 
 
 def synthetic_photos(folder: Path, n: int = 24, size: tuple[int, int] = (480, 360)) -> Path:

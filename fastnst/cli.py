@@ -182,27 +182,13 @@ def _cmd_styles(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    # The trainer (train/) lives in the source checkout and is not installed: find it beside the
-    # package when fastnst runs from a checkout (editable install) and Python cannot import it.
-    from pathlib import Path
+    from .training import main as train_main
 
-    checkout = Path(__file__).resolve().parent.parent
-    try:
-        import train
-    except ModuleNotFoundError as exc:
-        if exc.name != "train":
-            raise
-        if not (checkout / "train" / "__main__.py").is_file():
-            raise FastNSTError("`fastnst train` needs a source checkout of fastnst (the trainer is not "
-                               "part of the installed package); run `python -m train` there.") from exc
-        sys.path.insert(0, str(checkout))
-        import train
-
-    return train.main(args.train_argv, prog="fastnst train")
+    return train_main(args.train_argv, prog="fastnst train")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    # The trainer owns its options (train.config builds them from its dataclass): hand it every
+    # The trainer owns its options (fastnst.training.config builds them from its dataclass): hand it every
     # argument untouched. prefix_chars that no option uses makes argparse leave "--x" to REMAINDER.
     p = sub.add_parser("train", help="train a style network on a photo folder (see `fastnst train --help`)",
                        add_help=False, prefix_chars="\0")

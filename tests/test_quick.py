@@ -1,4 +1,4 @@
-"""Quick mode (``python -m train --style PAINTING --quick``, train/quick.py): the nearest shipped
+"""Quick mode (``python -m train --style PAINTING --quick``, fastnst/training/quick.py): the nearest shipped
 style, the name rule, the time budget, a stop that still leaves a model, bad input."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 from fastnst.errors import FastNSTError
 from fastnst.images import read_image, write_image
 from fastnst.styles import list_styles, load_style, user_styles_dir
-from train import main as train_main
-from train import quick
+from fastnst.training import main as train_main
+from fastnst.training import quick
 
 from .conftest import smooth_image
 
@@ -94,7 +94,7 @@ def test_budget_clock_stops_when_one_more_step_and_the_finish_would_not_fit():
     clock = quick.BudgetClock(time.monotonic() + 1.2, finish_seconds=0.3, finish_steps=1.0)
     watcher = clock.start(None)
     steps_done = 0
-    while not clock.is_set():  # a fake training loop: 0.1 s steps, polling like train.loop
+    while not clock.is_set():  # a fake training loop: 0.1 s steps, polling like fastnst.training.loop
         time.sleep(0.1)
         steps_done += 1
         assert steps_done < 50

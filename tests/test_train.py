@@ -19,8 +19,8 @@ from fastnst.flow import warp
 from fastnst.images import write_image
 from fastnst.models import Arch, TransformerNet
 from fastnst.styles import load_style
-from train.config import GATYS_STYLE_LAYERS, TrainConfig, build_parser, parse_config
-from train.data import (
+from fastnst.training.config import GATYS_STYLE_LAYERS, TrainConfig, build_parser, parse_config
+from fastnst.training.data import (
     PairParams,
     StreamSampler,
     TrainingPairs,
@@ -115,7 +115,7 @@ def test_there_is_a_recipe_for_every_shipped_style():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_recipe_parses_into_a_valid_config_reproducing_its_shipped_style(recipe):
-    from train.loop import parse_arch, run_paths
+    from fastnst.training.loop import parse_arch, run_paths
 
     cfg = parse_config(["--recipe", str(recipe)])
     assert isinstance(cfg, TrainConfig) and cfg.recipe == str(recipe)
@@ -153,7 +153,7 @@ def test_recipe_values_are_overridden_by_explicit_options_and_paths_follow_the_d
 
 
 def test_bad_recipes_are_refused_in_one_line(tmp_path, capsys):
-    import train
+    import fastnst.training as train
 
     cases = {
         'steps = 10\nstyle_wieght = 3\n': "unknown setting(s) style_wieght",
@@ -270,7 +270,7 @@ def _log(run: Path) -> list[dict]:
 
 
 def test_short_training_lowers_the_loss_and_writes_a_model_that_stylizes(photos, tmp_path):
-    from train.loop import train
+    from fastnst.training.loop import train
 
     cfg = tiny_config(photos, tmp_path, sample_every=15, checkpoint_every=10)
     result = train(cfg)
@@ -300,7 +300,7 @@ def test_short_training_lowers_the_loss_and_writes_a_model_that_stylizes(photos,
 
 
 def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(photos, tmp_path):
-    from train.loop import train
+    from fastnst.training.loop import train
 
     straight = train(tiny_config(photos, tmp_path, steps=6, out_dir=str(tmp_path / "a"),
                                  output=str(tmp_path / "a.safetensors")))
@@ -335,7 +335,7 @@ def test_temporal_weight_zero_and_cli_delegation(photos, tmp_path, capsys):
 
 def test_interrupt_writes_a_checkpoint_to_resume_from(photos, tmp_path):
     from fastnst.vgg import VGG19Features
-    from train.loop import train
+    from fastnst.training.loop import train
 
     class InterruptAfter(VGG19Features):
         calls = 0
@@ -358,7 +358,7 @@ def test_interrupt_writes_a_checkpoint_to_resume_from(photos, tmp_path):
 def test_bf16_training_on_cpu_runs_with_finite_falling_loss(photos, tmp_path, capsys):
     """--amp bf16 on any CPU (emulated where not native, with a warning): finite, falling loss."""
     from fastnst.devices import cpu_has_native_bf16
-    from train.loop import train
+    from fastnst.training.loop import train
 
     # Emulated bf16 convolutions are ~10× slower than fp32 here: the smallest net and taps that still learn.
     result = train(tiny_config(photos, tmp_path, amp="bf16", steps=12, arch="4,8,8:1", image_size=24,
@@ -375,7 +375,7 @@ def test_bf16_training_on_cpu_runs_with_finite_falling_loss(photos, tmp_path, ca
 
 
 def test_amp_auto_picks_only_native_precisions(monkeypatch):
-    from train import loop
+    from fastnst.training import loop
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
@@ -446,7 +446,7 @@ def test_sigterm_to_the_whole_process_group_still_checkpoints(photos, tmp_path):
 
 
 def test_user_errors_are_one_line_and_exit_2(photos, tmp_path, capsys):
-    import train
+    import fastnst.training as train
 
     common = ["--style", str(tmp_path / "stripes.png"), "--vgg-weights", "random", "--device", "cpu",
               "--no-progress", "--out-dir", str(tmp_path / "e"), "--output", str(tmp_path / "e.safetensors")]
@@ -467,7 +467,7 @@ def test_user_errors_are_one_line_and_exit_2(photos, tmp_path, capsys):
 
 def test_default_output_goes_to_the_run_folder_named_as_listed_with_no_machine_paths(photos, tmp_path, monkeypatch,
                                                                                        capsys):
-    import train
+    import fastnst.training as train
 
     monkeypatch.chdir(tmp_path)
     args = ["--content", str(photos), "--style", str(tmp_path / "stripes.png"), "--arch", "4,8,8:1", "--image-size",
@@ -487,8 +487,8 @@ def test_default_output_goes_to_the_run_folder_named_as_listed_with_no_machine_p
 
 
 def test_an_existing_style_file_is_never_replaced_without_force(photos, tmp_path, capsys):
-    import train
-    from train.loop import train as run
+    import fastnst.training as train
+    from fastnst.training.loop import train as run
 
     shipped = REPO / "weights" / "starry_night_fast.safetensors"
     target = tmp_path / "weights" / "starry_night_fast.safetensors"  # a copy of a shipped style
@@ -516,7 +516,7 @@ def test_an_existing_style_file_is_never_replaced_without_force(photos, tmp_path
 
 
 def test_resume_refuses_a_checkpoint_of_another_network(photos, tmp_path):
-    from train.loop import train
+    from fastnst.training.loop import train
 
     train(tiny_config(photos, tmp_path, steps=1))
     with pytest.raises(FastNSTError, match="not the requested"):
@@ -527,7 +527,7 @@ def test_resume_refuses_a_checkpoint_of_another_network(photos, tmp_path):
 
 
 def test_init_fine_tunes_from_a_style_model_or_checkpoint(photos, tmp_path):
-    from train.loop import train
+    from fastnst.training.loop import train
 
     base = train(tiny_config(photos, tmp_path, steps=2, out_dir=str(tmp_path / "base"),
                              output=str(tmp_path / "base.safetensors")))
@@ -552,7 +552,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from train.loop import train
+    from fastnst.training.loop import train
 
     train(cfg)
 
@@ -570,7 +570,7 @@ def test_ddp_two_processes_gloo_one_writer_and_resume(photos, tmp_path):
     combined batch (the sampler shards one stream); only rank 0 writes; a DDP run resumes."""
     import torch.multiprocessing as mp
 
-    from train.loop import train
+    from fastnst.training.loop import train
 
     small = {"arch": "4,8,8:1", "image_size": 24, "steps": 3, "style_layers": {"relu1_2": 1.0, "relu2_1": 1.0}}
     cfg = tiny_config(photos, tmp_path, batch_size=1, temporal_weight=0.0, **small)
@@ -609,7 +609,7 @@ def _ddp_stop_worker(rank: int, world: int, port: int, cfg: TrainConfig, result_
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from train.loop import train
+    from fastnst.training.loop import train
 
     try:
         train(cfg, stop=_StopOnRankOne())  # type: ignore[arg-type]
@@ -623,7 +623,7 @@ def test_ddp_a_stop_seen_by_one_process_stops_every_process(photos, tmp_path):
     """Without agreement rank 0 would go on into the next gradient all-reduce and wait forever."""
     import torch.multiprocessing as mp
 
-    from train.loop import STOP_AGREE_EVERY
+    from fastnst.training.loop import STOP_AGREE_EVERY
 
     cfg = tiny_config(photos, tmp_path, batch_size=1, temporal_weight=0.0, arch="4,8,8:1", image_size=24, steps=40,
                       style_layers={"relu1_2": 1.0})
@@ -642,7 +642,7 @@ def test_ddp_a_stop_seen_by_one_process_stops_every_process(photos, tmp_path):
 
 
 def test_torchrun_device_is_cuda_local_rank_and_a_conflicting_index_is_refused(monkeypatch):
-    from train import dist
+    from fastnst.training import dist
 
     monkeypatch.setattr(dist, "pick_device", lambda name: torch.device("cuda" if name in ("auto", None) else name))
     assert dist.rank_device("auto", 1) == torch.device("cuda", 1)
@@ -657,7 +657,7 @@ def test_torchrun_device_is_cuda_local_rank_and_a_conflicting_index_is_refused(m
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
 def test_cuda_training_with_amp_has_finite_falling_loss(photos, tmp_path, amp):
-    from train.loop import train
+    from fastnst.training.loop import train
 
     result = train(tiny_config(photos, tmp_path, device="cuda", amp=amp, steps=20, image_size=64,
                                arch="16,32,64:2", checkpoint_every=10))

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from fastnst.argtypes import parse_layer_weights
-from fastnst.errors import FastNSTError
+from ..argtypes import parse_layer_weights
+from ..errors import FastNSTError
 
 # Content at relu2_2 (Johnson et al. 2016) keeps edges and small detail; style at Gatys et al.'s
 # relu1_1…relu5_1, the set the Gatys mode and `fastnst eval`'s style distance use. Johnson's style set
@@ -118,7 +118,7 @@ class TrainConfig:
         "start the network from another run's weights (a style model .safetensors or a checkpoint.pt of "
         "the same architecture), to fine-tune a trained style with new losses or a new painting; the "
         "optimiser and step count start afresh; ignored when resuming"))
-    # The synthetic second frame (train.data): global similarity motion + smooth local deformation.
+    # The synthetic second frame (fastnst.training.data): global similarity motion + smooth local deformation.
     flow_shift: float = field(default=6.0, metadata=_h("synthetic flow: max global translation, px"))
     flow_zoom: float = field(default=0.03, metadata=_h("synthetic flow: max relative zoom"))
     flow_rotate: float = field(default=2.0, metadata=_h("synthetic flow: max rotation, degrees"))

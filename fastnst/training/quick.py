@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastnst.errors import FastNSTError
+from ..errors import FastNSTError
 
 # The look issue's recipe for a fine-tune (fast preset, 128 px crops, style 30, temporal 20: the
 # temporal training is already in the weights fine-tuned from), except the learning rate. Its 1e-3 is
@@ -150,7 +150,7 @@ class QuickResult:
 
 def read_painting(path: str | os.PathLike):
     """The painting as ``(H,W,3)`` uint8 RGB; FastNSTError if unreadable or under MIN_SIDE a side."""
-    from fastnst.images import read_image
+    from ..images import read_image
 
     p = Path(path)
     if not p.is_file():
@@ -168,7 +168,7 @@ def read_painting(path: str | os.PathLike):
 def check_name_free(name: str, force: bool) -> Path:
     """The path the style will be installed at; refuses a shipped or existing name unless ``force``
     (:func:`fastnst.styles.install_target`, checked before the minutes are spent)."""
-    from fastnst.styles import install_target
+    from ..styles import install_target
 
     return install_target(name, force=force)
 
@@ -205,7 +205,7 @@ def check_run_folder(out_dir: Path, force: bool) -> bool:
 def shipped_candidates(preset: str = "fast") -> dict[str, tuple[Path, Path]]:
     """``{style name: (its painting, its model file)}`` for shipped styles of ``preset`` whose painting
     ships in ``fastnst/data/paintings``."""
-    from fastnst.styles import list_styles, read_metadata
+    from ..styles import list_styles, read_metadata
 
     paintings = data_dir("paintings")
     out = {}
@@ -220,9 +220,9 @@ def painting_grams(rgb, vgg, size: int, device) -> dict:
     """Gram matrices ``{relu1_1…relu5_1: (1,C,C)}`` of ``rgb`` resized to longer side ``size``."""
     import torch
 
-    from fastnst import losses
-    from fastnst.images import resize_to, to_tensor
-    from fastnst.metrics import STYLE_LAYERS
+    from .. import losses
+    from ..images import resize_to, to_tensor
+    from ..metrics import STYLE_LAYERS
 
     with torch.no_grad():
         feats = vgg(resize_to(to_tensor(rgb, device), size))
@@ -233,8 +233,8 @@ def nearest_style(painting_rgb, candidates: dict[str, tuple[Path, Path]], vgg, *
                   device="cpu") -> tuple[str, dict[str, float]]:
     """``(name, {name: distance})``: the candidate whose painting's Grams are nearest ``painting_rgb``'s
     (relative distance, :func:`fastnst.losses.style_distance`, the new painting as reference)."""
-    from fastnst.images import read_image
-    from fastnst.losses import style_distance
+    from ..images import read_image
+    from ..losses import style_distance
 
     if not candidates:
         raise FastNSTError("No shipped style of the fast preset with its painting was found; the installation "
@@ -360,8 +360,8 @@ def _train_and_finish(opts, painting, name: str, content: list[str], out_dir: Pa
                       budget: float) -> QuickResult:
     import torch
 
-    from fastnst.devices import pick_device
-    from fastnst.metrics import EVAL_TAPS
+    from ..devices import pick_device
+    from ..metrics import EVAL_TAPS
 
     from .config import GATYS_STYLE_LAYERS, JOHNSON_CONTENT_LAYERS
     from .loop import build_loss_network
@@ -398,7 +398,7 @@ def _train_and_finish(opts, painting, name: str, content: list[str], out_dir: Pa
     try:  # the model is installed: a Ctrl-C from here on only skips the pictures and figures
         result.sheet, result.photo_metrics = _samples_and_distances(opts, cfg, result.installed, vgg, device)
         if opts.eval_video:
-            from fastnst.metrics import evaluate_video
+            from ..metrics import evaluate_video
 
             result.eval_report = evaluate_video(opts.eval_video, style_image=opts.style,
                                                 style_model=result.installed, device=device, vgg=vgg,
@@ -447,8 +447,8 @@ def _on_sigterm(handler):
 def _final_model(cfg, ckpt: Path, output: Path) -> Path:
     """The style model from the trainer's checkpoint (the run stopped by the clock ends in a
     checkpoint, not a model), written atomically into the run folder."""
-    from fastnst.models import Arch, TransformerNet
-    from fastnst.styles import save_style
+    from ..models import Arch, TransformerNet
+    from ..styles import save_style
 
     from .loop import load_checkpoint, portable_config
 
@@ -464,7 +464,7 @@ def _final_model(cfg, ckpt: Path, output: Path) -> Path:
 
 
 def _install(model_path: Path, name: str, force: bool) -> Path:
-    from fastnst.styles import install_style
+    from ..styles import install_style
 
     return install_style(model_path, name, force=force)
 
@@ -474,9 +474,9 @@ def _samples_and_distances(opts, cfg, model: Path, vgg, device) -> tuple[Path, d
     the mean style distance (output and input) and content distance over those photos."""
     import torch
 
-    from fastnst.images import contact_sheet, read_image, resize_to, to_tensor, write_image
-    from fastnst.metrics import image_distances
-    from fastnst.stylizer import Stylizer
+    from ..images import contact_sheet, read_image, resize_to, to_tensor, write_image
+    from ..metrics import image_distances
+    from ..stylizer import Stylizer
 
     from .data import find_photos, split_validation
 
@@ -519,7 +519,7 @@ def _fit(rgb, size: int):
 
 def _video_frame(path: str):
     """A frame from about a second into the video (the first frames are often a fade-in)."""
-    from fastnst.video import read_frames
+    from ..video import read_frames
 
     frames = read_frames(path)
     first = None
@@ -551,7 +551,7 @@ def report(result: QuickResult) -> None:
     if result.sheet is not None:
         _say(f"sample sheet: {result.sheet}")
     if result.eval_report is not None:
-        from fastnst.metrics import format_report
+        from ..metrics import format_report
 
         _say(format_report(result.eval_report))
     _say(f"use it: fastnst stylize clip.mp4 -o out.mp4 --style {result.name}")

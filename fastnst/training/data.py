@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from fastnst.errors import FastNSTError
-from fastnst.flow import dis_flow, forward_backward_mask, synthetic_flow, warp
-from fastnst.images import list_images, read_image
+from ..errors import FastNSTError
+from ..flow import dis_flow, forward_backward_mask, synthetic_flow, warp
+from ..images import list_images, read_image
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The training loop: transformation net, VGG19 perceptual loss, two-frame temporal loss.
 
-For a batch of pairs (:mod:`train.data`: ``frame2 ≈ W(frame1, f)`` on ``mask``) the net ``N``
+For a batch of pairs (:mod:`fastnst.training.data`: ``frame2 ≈ W(frame1, f)`` on ``mask``) the net ``N``
 runs once on both frames stacked along the batch, ``O₁ = N(frame1)``, ``O₂ = N(frame2)``, and::
 
     L = α Σ_l c_l ‖φ_l(O₁) − φ_l(frame1)‖² / ‖φ_l(R)‖²          content, φ = VGG19 taps
@@ -39,14 +39,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fastnst import losses
-from fastnst.devices import autocast, cpu_has_native_bf16, cuda_has_native_bf16
-from fastnst.errors import FastNSTError
-from fastnst.flow import warp
-from fastnst.images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
-from fastnst.models import PRESETS, Arch, TransformerNet
-from fastnst.styles import load_style_file, save_style
-from fastnst.vgg import VGG19Features, load_vgg19
+from .. import losses
+from ..devices import autocast, cpu_has_native_bf16, cuda_has_native_bf16
+from ..errors import FastNSTError
+from ..flow import warp
+from ..images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
+from ..models import PRESETS, Arch, TransformerNet
+from ..styles import load_style_file, save_style
+from ..vgg import VGG19Features, load_vgg19
 
 from . import dist
 from .config import TrainConfig, parse_config

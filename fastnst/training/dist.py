@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from fastnst.devices import pick_device
-from fastnst.errors import FastNSTError
+from ..devices import pick_device
+from ..errors import FastNSTError
 
 
 @dataclass(frozen=True)

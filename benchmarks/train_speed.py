@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO))  # `train/` is a top-level folder of the checkout
 
 from fastnst.devices import cpu_has_native_bf16, pick_device
 from fastnst.images import write_image
-from fastnst.vgg import cached_weights_path
 from fastnst.training.config import TrainConfig
 from fastnst.training.loop import train
+from fastnst.vgg import cached_weights_path
 
 
 def synthetic_photos(folder: Path, n: int = 24, size: tuple[int, int] = (480, 360)) -> Path:

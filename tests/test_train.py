@@ -334,8 +334,8 @@ def test_temporal_weight_zero_and_cli_delegation(photos, tmp_path, capsys):
 
 
 def test_interrupt_writes_a_checkpoint_to_resume_from(photos, tmp_path):
-    from fastnst.vgg import VGG19Features
     from fastnst.training.loop import train
+    from fastnst.vgg import VGG19Features
 
     class InterruptAfter(VGG19Features):
         calls = 0

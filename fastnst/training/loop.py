@@ -47,7 +47,6 @@ from ..images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, 
 from ..models import PRESETS, Arch, TransformerNet
 from ..styles import load_style_file, save_style
 from ..vgg import VGG19Features, load_vgg19
-
 from . import dist
 from .config import TrainConfig, parse_config
 from .data import (

@@ -362,7 +362,6 @@ def _train_and_finish(opts, painting, name: str, content: list[str], out_dir: Pa
 
     from ..devices import pick_device
     from ..metrics import EVAL_TAPS
-
     from .config import GATYS_STYLE_LAYERS, JOHNSON_CONTENT_LAYERS
     from .loop import build_loss_network
 
@@ -449,7 +448,6 @@ def _final_model(cfg, ckpt: Path, output: Path) -> Path:
     checkpoint, not a model), written atomically into the run folder."""
     from ..models import Arch, TransformerNet
     from ..styles import save_style
-
     from .loop import load_checkpoint, portable_config
 
     state = load_checkpoint(ckpt)
@@ -477,7 +475,6 @@ def _samples_and_distances(opts, cfg, model: Path, vgg, device) -> tuple[Path, d
     from ..images import contact_sheet, read_image, resize_to, to_tensor, write_image
     from ..metrics import image_distances
     from ..stylizer import Stylizer
-
     from .data import find_photos, split_validation
 
     photos = find_photos(cfg.content)

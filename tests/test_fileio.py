@@ -1,0 +1,97 @@
+"""fastnst.fileio: atomic writes, training logs, labels."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from fastnst.errors import FastNSTError
+from fastnst.fileio import (
+    atomic_path,
+    label_width,
+    leftovers,
+    put_label,
+    read_log_rows,
+    read_training_log,
+    temp_path,
+    write_atomic,
+    write_json,
+    write_log_rows,
+)
+
+
+def test_temp_path_is_hidden_unique_and_keeps_the_suffix(tmp_path):
+    a, b = temp_path(tmp_path / "out.mp4"), temp_path(tmp_path / "out.mp4")
+    assert a != b and a.parent == tmp_path
+    assert a.name.startswith(".out.") and a.suffix == ".mp4" and ".part" in a.name
+
+
+def test_write_atomic_replaces_only_when_complete(tmp_path):
+    dest = tmp_path / "sub" / "a.txt"
+    write_atomic(dest, "old")
+
+    def chunks():
+        yield b"new"
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_atomic(dest, chunks())
+    assert dest.read_text() == "old" and leftovers(dest.parent) == []
+    write_atomic(dest, [b"ne", b"w"])
+    assert dest.read_text() == "new"
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        mode = stat.S_IMODE(write_atomic(tmp_path / "a.bin", b"x").stat().st_mode)
+    finally:
+        os.umask(old)
+    assert mode == 0o644
+
+
+def test_atomic_path_cleans_up_on_interrupt(tmp_path):
+    with pytest.raises(KeyboardInterrupt), atomic_path(tmp_path / "m.onnx") as tmp:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_leftovers_finds_temporary_files_only(tmp_path):
+    (tmp_path / "keep.mp4").write_bytes(b"")
+    (tmp_path / ".keep.0a1b.part.mp4").write_bytes(b"")
+    assert [p.name for p in leftovers(tmp_path)] == [".keep.0a1b.part.mp4"]
+
+
+def test_log_rows_round_trip_skip_partial_lines_and_cut_at_a_step(tmp_path):
+    log = tmp_path / "log.jsonl"
+    write_log_rows(log, [{"step": 1, "total": 2.0}, {"step": 2, "total": 1.0}, {"step": 3, "total": 0.5}])
+    with log.open("a") as f:
+        f.write('{"step": 4, "tot')  # killed mid-write
+    assert [r["step"] for r in read_log_rows(log)] == [1, 2, 3]
+    assert [r["step"] for r in read_log_rows(log, upto_step=2)] == [1, 2]
+    assert read_log_rows(tmp_path / "missing.jsonl") == []
+    assert [r["step"] for r in read_training_log(tmp_path)] == [1, 2, 3]  # a run folder works too
+
+
+def test_read_training_log_refuses_missing_or_empty_logs(tmp_path):
+    with pytest.raises(FastNSTError, match="does not exist"):
+        read_training_log(tmp_path / "nope.jsonl")
+    (tmp_path / "log.jsonl").write_text("not json\n[1, 2]\n")
+    with pytest.raises(FastNSTError, match="no training log rows"):
+        read_training_log(tmp_path / "log.jsonl")
+
+
+def test_write_json(tmp_path):
+    assert json.loads(write_json(tmp_path / "r.json", {"a": [1, 2]}).read_text()) == {"a": [1, 2]}
+
+
+def test_put_label_draws_white_text_with_a_dark_outline():
+    img = np.full((40, 200, 3), 128, np.uint8)
+    put_label(img, "starry", (6, 25))
+    assert (img == 255).all(axis=2).any() and (img == 0).all(axis=2).any()
+    assert (img[:, label_width("starry") + 12:] == 128).all()  # nothing drawn past the text

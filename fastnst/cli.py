@@ -15,10 +15,17 @@ import time
 from collections.abc import Iterator, Sequence
 
 from . import __version__
-from .argtypes import HelpFormatter, parse_layer_weights
-from .argtypes import floats as _floats
+from .argtypes import HelpFormatter
 from .errors import FastNSTError
-from .options import DEFAULT_PRESET, DEFAULT_STABILIZE, DEFAULT_UPSAMPLER, MIN_WORK_SIZE, UPSAMPLERS
+from .options import (
+    DEFAULT_TRANSITION,
+    EvalOptions,
+    GatysOptions,
+    StylizeOptions,
+    WebcamOptions,
+    add_options,
+    from_args,
+)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -46,7 +53,6 @@ def _sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-# <<< issue16 sigterm
 
 
 # --------------------------------------------------------------------------------------------------
@@ -92,19 +98,11 @@ def _add_vgg(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_gatys(args: argparse.Namespace) -> int:
-    from .gatys import GatysConfig, run_gatys_files
+    from .gatys import run_gatys_files
 
-    cfg = GatysConfig(
-        size=args.size, steps=args.steps, optimizer=args.optimizer, lr=args.lr, init=args.init,
-        content_layers=args.content_layers, style_layers=args.style_layers,
-        content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
-        style_blend=args.style_weights, preserve_color=args.preserve_color, save_every=args.save_every,
-        seed=args.seed, backbone=args.backbone, pool=args.pool,
-    )
-    result = run_gatys_files(
-        args.content, args.styles, args.output, cfg, device=args.device,
-        weights=args.vgg_weights, progress=not args.quiet,
-    )
+    o = from_args(GatysOptions, args)
+    result = run_gatys_files(o.content, o.styles, o.output, o.config, device=o.device, weights=o.vgg_weights,
+                             progress=not o.quiet)
     print(f"wrote {result.output}  ({result.size[1]}x{result.size[0]}, {result.steps} steps, "
           f"{result.seconds:.1f} s on {result.device})")
     print(f"final losses: content {result.content:.4g}  style {result.style:.4g}  tv {result.tv:.4g}  "
@@ -115,36 +113,9 @@ def _cmd_gatys(args: argparse.Namespace) -> int:
 
 
 def _add_gatys(sub: argparse._SubParsersAction) -> None:
-    from .options import GatysConfig
-
-    d = GatysConfig()
     p = sub.add_parser("gatys", help="optimisation-based style transfer (Gatys et al.), the quality reference",
                        formatter_class=HelpFormatter)
-    p.add_argument("content", help="content image")
-    p.add_argument("styles", nargs="+", help="style image(s); several are blended")
-    p.add_argument("-o", "--output", required=True, help="output image (.png/.jpg)")
-    p.add_argument("--size", type=int, default=d.size, help="longer side of the optimised image, px")
-    p.add_argument("--steps", type=int, default=d.steps, help="optimiser iterations")
-    p.add_argument("--optimizer", choices=("lbfgs", "adam"), default=d.optimizer)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1 for L-BFGS, 0.02 for Adam)")
-    p.add_argument("--init", choices=("content", "noise", "style"), default=d.init)
-    p.add_argument("--content-layers", type=parse_layer_weights, default=d.content_layers,
-                   help="NAME[:W],… e.g. relu4_2")
-    p.add_argument("--style-layers", type=parse_layer_weights, default=d.style_layers,
-                   help="NAME[:W],… e.g. relu1_1,relu2_1:0.5")
-    p.add_argument("--content-weight", type=float, default=d.content_weight)
-    p.add_argument("--style-weight", type=float, default=d.style_weight)
-    p.add_argument("--tv-weight", type=float, default=d.tv_weight)
-    p.add_argument("--style-weights", type=_floats, default=None, help="blend weights of several style images, e.g. 0.7,0.3")
-    p.add_argument("--preserve-color", action="store_true", help="transfer style to luminance only, keep the content's colours")
-    p.add_argument("--save-every", type=int, default=0, help="write an intermediate image every N steps, plus a contact sheet")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--backbone", default=d.backbone, help="feature extractor (see `fastnst backbones`)")
-    p.add_argument("--pool", choices=("max", "avg"), default=d.pool, help="VGG pooling")
-    p.add_argument("--vgg-weights", default=None, help="weights file for the backbone (.safetensors/.h5/.pth)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_gatys)
+    add_options(p, GatysOptions).set_defaults(func=_cmd_gatys)
 
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
@@ -196,85 +167,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-# <<< train subcommand
 
-
-# = fastnst.timeline.DEFAULT_TRANSITION (seconds), not imported from there: it pulls in torch, and
-# `fastnst --help` should stay quick (tests check the two agree)
-DEFAULT_TRANSITION = 1.5
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
-
-
-def _work_size(text: str) -> int:
-    if text.strip().lower() in ("full", "0"):
-        return 0
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number of pixels or 'full', not {text!r}") from None
-    if value < MIN_WORK_SIZE:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_WORK_SIZE} px (or 0/'full'), not {value}")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {text}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """``12.5``, ``1:05`` or ``0:01:05.5`` → seconds."""
-    try:
-        parts = [float(p) for p in text.split(":")]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected seconds or [HH:]MM:SS, got {text!r}") from exc
-    if len(parts) > 3 or any(p < 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected seconds or [HH:]MM:SS, got {text!r}")
-    total = 0.0
-    for p in parts:
-        total = total * 60 + p
-    return total
-
-
-def _style_schedule(args: argparse.Namespace):
+def _style_schedule(o: StylizeOptions):
     """The :class:`fastnst.timeline.Schedule` that ``--style``/``--schedule``/``--transition`` describe."""
     from .timeline import Schedule, load_schedule
 
-    if args.schedule is not None:
-        if args.style:
+    if o.schedule is not None:
+        if o.style:
             raise FastNSTError("Give either --schedule FILE or --style, not both.")
-        return load_schedule(args.schedule, transition=args.transition)
-    return Schedule.from_cli(args.style, args.transition)
+        return load_schedule(o.schedule, transition=o.transition)
+    return Schedule.from_cli(o.style, o.transition)
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
     from .pipeline import stylize_path
 
+    o = from_args(StylizeOptions, args)
     # Video options are ignored for images and folders.
-    res = stylize_path(
-        args.input, args.output, schedule=_style_schedule(args), strength=args.strength,
-        preserve_color=args.preserve_color, device=args.device, dtype=args.dtype, max_size=args.max_size,
-        scale=args.scale, work_size=args.work_size, progress=not args.quiet, batch_size=args.batch_size,
-        codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, duration=args.duration,
-        threads=args.threads, stabilize=args.stabilize, force=args.force, upsampler=args.upsample,
-    )
+    res = stylize_path(o.input, o.output, schedule=_style_schedule(o), engine=o.engine, video=o.video,
+                       progress=not o.quiet, force=o.force)
     v = res.video
     if v is None:
-        what = res.outputs[0] if len(res.outputs) == 1 else f"{len(res.outputs)} images under {args.output}"
+        what = res.outputs[0] if len(res.outputs) == 1 else f"{len(res.outputs)} images under {o.output}"
         print(f"wrote {what}  ({res.seconds:.1f} s)")
         return 0
     audio = (f"{v.audio_copied} audio stream(s) copied" if v.audio_copied else "no audio") + (
@@ -289,67 +203,13 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
 def _add_stylize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stylize", help="stylize an image, a folder of images or a video file",
                        formatter_class=HelpFormatter)
-    p.add_argument("input", help="image (.png/.jpg/.webp…), folder of images, or video file")
-    p.add_argument("-o", "--output", required=True, help="output image, folder or video (.mp4/.mkv/.avi…)")
-    p.add_argument("--style", action="append", default=None, metavar="STYLE[@TIME]",
-                   help="style name (see `fastnst styles`), .safetensors path or blend a:0.6,b:0.4 (default: the "
-                        "default shipped style); repeat with @TIME (seconds or [HH:]MM:SS) for a timeline: "
-                        "--style a --style b@4 --style c@1:30. Times are on the input video's own clock, also "
-                        "with --start; an image gets the style at 0 s")
-    p.add_argument("--schedule", default=None, metavar="FILE",
-                   help="styles over time from a .json/.toml file (entries: style, start, optional transition "
-                        "and strength; see README 'Style timeline'); instead of --style")
-    p.add_argument("--transition", type=float, default=DEFAULT_TRANSITION, metavar="SECONDS",
-                   help="length of each cross-fade between styles, centred on its time (0: a cut)")
-    p.add_argument("--strength", type=_unit_float, default=1.0, metavar="0..1",
-                   help="style strength: 0 gives the input back, 1 the full style (scales a schedule's strengths)")
-    p.add_argument("--preserve-color", action="store_true",
-                   help="keep the input's colours: style on luminance only (YIQ)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-                   help="network precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")
-    p.add_argument("--max-size", type=int, default=None, help="downscale so the longer side is at most N px")
-    p.add_argument("--work-size", type=_work_size, default=None, metavar="N",
-                   help="network resolution: short side in px (default: the style's own; 0 or 'full': full "
-                        "resolution); the result is upsampled edge-aware to the output size")
-    p.add_argument("--scale", type=_positive_float, default=None,
-                   help="run the network at this factor of the resolution instead (<1: bigger brush strokes)")
-    p.add_argument("--upsample", choices=UPSAMPLERS, default=DEFAULT_UPSAMPLER,
-                   help="how the working-resolution result reaches the output size (joint/guided: edge-aware)")
-    p.add_argument("--force", action="store_true", help="replace an existing output file")
-    v = p.add_argument_group("video")
-    v.add_argument("--start", type=_seconds, default=None,
-                   help="start time (s or [HH:]MM:SS); --style/--schedule times stay on the video's own clock")
-    v.add_argument("--duration", type=_seconds, default=None, help="segment length (s or [HH:]MM:SS)")
-    v.add_argument("--batch-size", type=int, default=None, help="frames per batch (default: 8 on CUDA, 1 on CPU)")
-    v.add_argument("--codec", default="libx264", help="video encoder")
-    v.add_argument("--crf", type=int, default=18, help="x264/x265 quality (lower is better)")
-    v.add_argument("--preset", default=DEFAULT_PRESET, help="x264/x265 speed preset")
-    v.add_argument("--stabilize", type=_unit_float, default=None, metavar="0..1",
-                   help=f"blend the previous frame along the input's motion against flicker "
-                        f"(default {DEFAULT_STABILIZE}; 0: off)")
-    v.add_argument("--threads", type=int, default=None,
-                   help="PyTorch CPU threads (default: measured over the first frames)")
-    p.add_argument("--max-pixels", type=int, default=None, metavar="N",  # issue16
-                   help="refuse images and video frames larger than N pixels (default: 50 million; 0: no limit)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_stylize)
-
-
-def _camera(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
+    add_options(p, StylizeOptions).set_defaults(func=_cmd_stylize)
 
 
 def _cmd_webcam(args: argparse.Namespace) -> int:
     from .webcam import run_webcam
 
-    res = run_webcam(
-        args.style or [None], camera=args.camera, device=args.device, dtype=args.dtype, max_size=args.max_size,
-        scale=args.scale, work_size=args.work_size, stabilize=args.stabilize, record=args.record,
-        snapshot_dir=args.snapshot_dir, show=not args.no_window, max_frames=args.max_frames or None,
-        side_by_side=args.side_by_side, threads=args.threads, upsampler=args.upsample, strength=args.strength,
-        preserve_color=args.preserve_color, fade=args.fade,
-    )
+    res = run_webcam(options=from_args(WebcamOptions, args))
     latency = f", median latency {res.latency_ms:.0f} ms" if res.latency_ms is not None else ""
     print(f"{res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} fps{latency})")
     for snap in res.snapshots:
@@ -365,52 +225,26 @@ def _add_webcam(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
         description="Keys: q/Esc quit, s snapshot, space side-by-side, n/p next/previous style, 1-9 pick a style "
                     "(cross-faded), +/- strength up/down by 0.1.")
-    p.add_argument("--style", action="append", default=None,
-                   help="style name, .safetensors path or blend a:0.6,b:0.4; repeat to switch between several")
-    p.add_argument("--strength", type=_unit_float, default=1.0, metavar="0..1",
-                   help="style strength at start: 0 the input, 1 the full style (keys +/- change it)")
-    p.add_argument("--preserve-color", action="store_true", help="keep the input's colours (style on luminance)")
-    p.add_argument("--fade", type=float, default=0.5, metavar="SECONDS",
-                   help="cross-fade length when a key changes the style or the strength (0: cut)")
-    p.add_argument("--camera", type=_camera, default=0, help="camera index, video file or URL")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
-    p.add_argument("--max-size", type=int, default=640, help="downscale frames so the longer side is at most N px")
-    p.add_argument("--scale", type=_positive_float, default=None, help="network resolution factor")
-    p.add_argument("--work-size", type=_work_size, default=None, metavar="N",
-                   help="network resolution: short side in px (default: the style's own; 0/'full': full)")
-    p.add_argument("--stabilize", type=_unit_float, default=None, metavar="0..1",
-                   help=f"flicker reduction along the input's motion (default {DEFAULT_STABILIZE}; 0: off)")
-    p.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads (default: measured)")
-    p.add_argument("--upsample", choices=UPSAMPLERS, default=DEFAULT_UPSAMPLER,
-                   help="how the working-resolution result reaches the window's size")
-    p.add_argument("--record", default=None, help="also record the stylized stream to this video file")
-    p.add_argument("--snapshot-dir", default=".", help="where the s key saves snapshots")
-    p.add_argument("--side-by-side", action="store_true", help="start with input and output side by side")
-    p.add_argument("--no-window", action="store_true", help="run without a window (with --record / --max-frames)")
-    p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: until q or the end)")
-    p.set_defaults(func=_cmd_webcam)
-
-
-# <<< stylize / webcam subcommands
-
+    add_options(p, WebcamOptions).set_defaults(func=_cmd_webcam)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .metrics import evaluate_video, format_report, save_report
 
-    if args.stylized is not None and args.model is not None:
+    o = from_args(EvalOptions, args)
+    if o.stylized is not None and o.model is not None:
         raise FastNSTError("Give either STYLIZED or --model, not both.")
+    model = o.model_options
     report = evaluate_video(
-        args.input, args.stylized, style_image=args.style, style_model=args.model, device=args.device,
-        vgg_weights=args.vgg_weights, flow=args.flow, raft_weights=args.raft_weights, max_frames=args.max_frames or None,
-        stride=args.stride, max_size=args.max_size, start=args.start, vgg_every=args.vgg_every,
-        style_size=args.style_size, min_trusted=args.min_trusted, pictures=args.pictures, progress=not args.quiet,
-        **({"work_size": args.work_size, "stabilize": args.stabilize} if args.model is not None else {}),
+        o.input, o.stylized, style_image=o.style, style_model=o.model, device=o.device,
+        vgg_weights=o.vgg_weights, flow=o.flow, raft_weights=o.raft_weights, max_frames=o.max_frames or None,
+        stride=o.stride, max_size=o.max_size, start=o.start, vgg_every=o.vgg_every,
+        style_size=o.style_size, min_trusted=o.min_trusted, pictures=o.pictures, progress=not o.quiet,
+        **({"work_size": model.work_size, "stabilize": model.stabilize} if o.model is not None else {}),
     )
     print(format_report(report))
-    if args.json:
-        print(f"wrote {save_report(report, args.json)}")
+    if o.json:
+        print(f"wrote {save_report(report, o.json)}")
     return 0
 
 
@@ -422,37 +256,9 @@ def _cmd_curves(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from .options import FLOW_METHODS
-
     p = sub.add_parser("eval", help="temporal warping error, style and content distance of a stylized video",
                        formatter_class=HelpFormatter)
-    p.add_argument("input", help="the input (unstylized) video")
-    p.add_argument("stylized", nargs="?", default=None,
-                   help="the stylized video (same frames); omit it for the input's floor only, or use --model")
-    p.add_argument("--style", required=True, help="the style image, for the style distance")
-    p.add_argument("--model", default=None, help="a style model (name or .safetensors) to stylize INPUT with first")
-    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    p.add_argument("--pictures", default=None, help="folder for grid.png (input | stylized) and heatmap.png")
-    p.add_argument("--max-frames", type=int, default=60, help="frames to evaluate (after --stride); 0 = all")
-    p.add_argument("--stride", type=int, default=1, help="keep every N-th frame (pairs are then N frames apart)")
-    p.add_argument("--max-size", type=int, default=None, help="downscale frames so the longer side is at most N px")
-    p.add_argument("--start", type=float, default=None, help="start at this time, seconds")
-    p.add_argument("--flow", choices=FLOW_METHODS, default="dis", help="optical flow between input frames")
-    p.add_argument("--raft-weights", default=None, help="local torchvision RAFT weights file (for --flow raft_*)")
-    p.add_argument("--vgg-every", type=int, default=5, help="style/content distances on every N-th frame; 0 = E_warp only")
-    p.add_argument("--min-trusted", type=float, default=0.1,
-                   help="skip pairs with a smaller share of trusted flow pixels (shot cuts)")
-    p.add_argument("--style-size", type=int, default=None,
-                   help="longer side of the style image for its Gram matrices (default: the frames')")
-    p.add_argument("--vgg-weights", default=None, help="VGG19 weights file (default: the cache)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--work-size", type=_work_size, default=None, metavar="N",
-                   help="with --model: network resolution as in stylize (default: the style's own; 0: full)")
-    p.add_argument("--stabilize", type=_unit_float, default=None, metavar="0..1",
-                   help=f"with --model: stabilisation as in stylize (default {DEFAULT_STABILIZE}); above 0 the "
-                        "model is also measured without it, in the same pass")
-    p.set_defaults(func=_cmd_eval)
+    add_options(p, EvalOptions).set_defaults(func=_cmd_eval)
 
     c = sub.add_parser("curves", help="plot loss curves from training log.jsonl files (needs matplotlib)")
     c.add_argument("logs", nargs="+", help="log.jsonl files or run folders holding one")
@@ -460,8 +266,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--labels", type=lambda s: s.split(","), default=None, help="comma-separated run names")
     c.set_defaults(func=_cmd_curves)
 
-
-# <<< eval subcommand
 
 
 
@@ -505,7 +309,6 @@ def _add_export_info(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=_cmd_info)
 
 
-# <<< export / info subcommands
 
 
 def build_parser() -> argparse.ArgumentParser:

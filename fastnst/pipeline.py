@@ -9,6 +9,7 @@ rendered as the schedule stands at 0 s."""
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -26,9 +27,16 @@ from .engine import Batch, Channel, CudaBatcher, End, Failed, Reader, Stopped, W
 from .errors import FastNSTError
 from .images import IMAGE_SUFFIXES, list_images, read_image, write_image
 from .mixer import Mixer, build_mixer, plan_styles
-from .options import DEFAULT_ENCODER_THREADS, DEFAULT_PRESET, DEFAULT_STABILIZE, DEFAULT_UPSAMPLER
+from .options import (
+    DEFAULT_ENCODER_THREADS,
+    DEFAULT_STABILIZE,
+    EngineOptions,
+    VideoOptions,
+    apply_settings,
+    with_settings,
+)
 from .stabilize import Stabilizer
-from .stylizer import Stylizer, ThreadTuner, as_stylizer, work_shape
+from .stylizer import Stylizer, ThreadTuner, as_stylizer, stylizer_kwargs, work_shape
 from .timeline import Mix, Schedule, format_mix
 
 # --------------------------------------------------------------------------------------------------
@@ -77,26 +85,113 @@ class VideoResult:
 
 
 @dataclass
+class _Source:
+    """The opened input video and what the output takes from it."""
+
+    path: Path
+    container: object
+    stream: object
+    audio: list
+    fps: Fraction
+    time_base: Fraction
+    declared: float | None  # the duration its headers give; None for a segment (--duration)
+
+
+def _open_source(path: Path, video: VideoOptions) -> _Source:
+    from .video import open_input, stream_duration, stream_fps
+
+    container, stream = open_input(path)
+    tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
+    declared = stream_duration(container, stream) if video.duration is None else None
+    return _Source(path, container, stream, list(container.streams.audio), stream_fps(stream), tb, declared)
+
+
+class _OutputFactory:
+    """Makes the output's video writer from the first stylized batch (its size is known only then)
+    and adds the audio streams; :attr:`routes` records how each was carried ("copy" or "aac")."""
+
+    def __init__(self, path: Path, source: _Source, video: VideoOptions) -> None:
+        self.path, self.source, self.video = path, source, video
+        self.routes: dict[int, str] = {}
+
+    def __call__(self, frames: np.ndarray):
+        from .video import VideoWriter
+
+        src, v = self.source, self.video
+        # The muxer picks stream time bases at the header; AVI stores no timestamps at all.
+        writer = VideoWriter(self.path, frames.shape[2], frames.shape[1], fps=src.fps, time_base=src.time_base,
+                             codec=v.codec, crf=v.crf, preset=v.preset, options=_encoder_options(v.codec))
+        for s in src.audio:
+            self.routes[s.index] = writer.add_audio(s, start=v.start)
+        return writer
+
+
+@dataclass
 class _Run:
-    """What the main loop of one :func:`stylize_video` call works with."""
+    """Everything one :func:`stylize_video` call works with: the styles, the three stages and the
+    queues between them, and what the main loop has done so far."""
 
     mixer: Mixer
     schedule: Schedule
     stabilizer: Stabilizer | None
+    source: _Source
+    output: _OutputFactory
     batch_size: int
+    stop: threading.Event
     q_in: Channel
     q_out: Channel
+    reader: Reader
     writer: Writer
     tuner: ThreadTuner
     bar: object
     frames_done: int = 0
     last_time: float = 0.0
     work: tuple[int, int] | None = None
-    mixes: list[Mix] = field(default_factory=list)  # of the batch being submitted (CUDA)
+    mixes: list[Mix] = field(default_factory=list)  # of the batch being submitted
 
     @property
     def stylizer(self) -> Stylizer:
         return self.mixer.first
+
+    def run_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """The CUDA batcher's network step, called inside ``submit()`` right after :func:`_flush` set
+        :attr:`mixes`; a short last batch is padded with copies of its last frame (not emitted), so
+        its mixes are padded alike."""
+        mixes = self.mixes + self.mixes[-1:] * (len(x) - len(self.mixes))
+        return self.mixer.stylize_uint8(x, mixes, self.stabilizer)
+
+    def take_buffer(self, free: queue.Queue) -> int:
+        """A free output buffer of the CUDA batcher; fails fast when the writer failed or the run stops."""
+        while True:
+            self.writer.check()
+            if self.stop.is_set():
+                raise Stopped
+            try:
+                return free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+
+def _start_run(mixer: Mixer, schedule: Schedule, stabilizer: Stabilizer | None, source: _Source, out_path: Path,
+               engine: EngineOptions, video: VideoOptions, progress: bool, queue_frames: int | None) -> _Run:
+    """The stages of one run, wired with their queues (the threads are started by :func:`_execute`)."""
+    from tqdm.auto import tqdm
+
+    from .video import iter_decoded
+
+    device = mixer.first.device
+    ctx = source.stream.codec_context
+    batch_size = int(video.batch_size or (cuda_batch_size(ctx.width, ctx.height) if device.type == "cuda" else 1))
+    stop = threading.Event()
+    q_in = Channel(queue_frames or max(8, 4 * batch_size), stop)
+    q_out = Channel(max(8, 4 * batch_size), stop)
+    decoded = iter_decoded(source.container, source.stream, start=video.start, duration=video.duration,
+                           max_size=engine.max_size, audio_streams=source.audio, path=source.path)
+    output = _OutputFactory(out_path, source, video)
+    bar = tqdm(total=_estimate_total(source.container, source.stream, video.start, video.duration), unit="frame",
+               disable=not progress, dynamic_ncols=True, desc=source.path.name, leave=True)
+    return _Run(mixer, schedule, stabilizer, source, output, batch_size, stop, q_in, q_out, Reader(decoded, q_in),
+                Writer(q_out, output, stop), ThreadTuner(device, engine.threads), bar)
 
 
 def _stylize_frames(run: _Run, frames: list[np.ndarray]) -> torch.Tensor:
@@ -113,19 +208,21 @@ def _emit(run: _Run, batch: Batch) -> None:
     run.bar.update(len(batch.pts))
 
 
+def _flush(run: _Run, cuda: CudaBatcher | None, frames: list[np.ndarray], pts: list[int], times: list[float]) -> None:
+    """Take one batch through the network stages and hand what is finished to the writer."""
+    run.mixes = [run.schedule.at(t) for t in times]
+    if cuda is not None:
+        cuda.submit(frames, pts)
+        for b in cuda.completed(keep=1):
+            _emit(run, b)
+    else:
+        _emit(run, Batch(_stylize_frames(run, frames).numpy(), pts))
+        run.tuner.tick()
+
+
 def _main_loop(run: _Run, pts_offset: int, cuda: CudaBatcher | None) -> None:
     """Take decoded frames in batches through the network stages and hand them to the writer."""
     import av
-
-    def flush(frames: list[np.ndarray], pts: list[int], times: list[float]) -> None:
-        run.mixes = [run.schedule.at(t) for t in times]
-        if cuda is not None:
-            cuda.submit(frames, pts)
-            for b in cuda.completed(keep=1):
-                _emit(run, b)
-        else:
-            _emit(run, Batch(_stylize_frames(run, frames).numpy(), pts))
-            run.tuner.tick()
 
     frames: list[np.ndarray] = []
     pts_list: list[int] = []
@@ -141,28 +238,14 @@ def _main_loop(run: _Run, pts_offset: int, cuda: CudaBatcher | None) -> None:
         times.append(item.time)  # the input's own clock, which schedule times refer to
         run.last_time = item.time
         if len(frames) == run.batch_size:
-            flush(frames, pts_list, times)
+            _flush(run, cuda, frames, pts_list, times)
             frames, pts_list, times = [], [], []
     if frames:
-        flush(frames, pts_list, times)
+        _flush(run, cuda, frames, pts_list, times)
     if cuda is not None:
         for b in cuda.completed(keep=0):
             _emit(run, b)
     run.q_out.put(End(), run.writer.check)
-
-
-def _take_buffer(writer: Writer, stop: threading.Event) -> Callable[[queue.Queue], int]:
-    def take(free: queue.Queue) -> int:
-        while True:
-            writer.check()
-            if stop.is_set():
-                raise Stopped
-            try:
-                return free.get(timeout=0.1)
-            except queue.Empty:
-                continue
-
-    return take
 
 
 def cuda_batch_size(width: int | None, height: int | None) -> int:
@@ -179,128 +262,90 @@ def _make_stabilizer(stabilize: float | None) -> Stabilizer | None:
     return Stabilizer(strength) if strength > 0 else None
 
 
+def _check_request(in_path: Path, out_path: Path, video: VideoOptions, force: bool) -> None:
+    """Refuse a request that cannot work before anything is loaded or decoded (one sentence each)."""
+    check_output(in_path, out_path, video.codec, force=force)
+    if video.start is not None and video.start < 0:
+        raise FastNSTError("--start must be zero or positive.")
+    if video.duration is not None and video.duration <= 0:
+        raise FastNSTError("--duration must be positive.")
+    if video.batch_size is not None and int(video.batch_size) < 1:
+        raise FastNSTError("--batch-size must be at least 1.")
+
+
+def _options(engine: EngineOptions | None, video: VideoOptions | None, settings: dict,
+             function: str) -> tuple[EngineOptions, VideoOptions]:
+    """``engine``/``video`` (default: their defaults) with keyword ``settings`` applied by field name."""
+    engine_, left = apply_settings(engine or EngineOptions(), settings)
+    return engine_, with_settings(video or VideoOptions(), left, function)
+
+
 def stylize_video(
     input: str | os.PathLike,
     output: str | os.PathLike,
     style=None,
     *,
     schedule: Schedule | None = None,
-    strength: float = 1.0,
-    preserve_color: bool = False,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | str | None = None,
-    batch_size: int | None = None,
-    codec: str = "libx264",
-    crf: int = 18,
-    preset: str = DEFAULT_PRESET,
-    max_size: int | None = None,
-    scale: float | None = None,
-    work_size: int | None = None,
-    upsampler: str = DEFAULT_UPSAMPLER,
-    stabilize: float | None = None,
-    start: float | None = None,
-    duration: float | None = None,
+    engine: EngineOptions | None = None,
+    video: VideoOptions | None = None,
     progress: bool = True,
     compile: bool | str = False,
     queue_frames: int | None = None,
-    threads: int | None = None,
     force: bool = True,
+    **settings,
 ) -> VideoResult:
     """Stylize a video file into ``output``, streaming (constant memory) and keeping the audio.
 
     ``style``: a style name/path, a blend ``"a:0.6,b:0.4"``, :class:`~fastnst.styles.StyleModel`,
-    :class:`TransformerNet` or a ready :class:`Stylizer` (then ``device``/``dtype``/``scale``/
-    ``work_size``/``compile`` are its own); None: the default style. Or ``schedule``
+    :class:`TransformerNet` or a ready :class:`Stylizer` (then its own device, dtype, working size
+    and compilation hold); None: the default style. Or ``schedule``
     (:class:`fastnst.timeline.Schedule`, e.g. :func:`fastnst.timeline.load_schedule`): styles over
     time with cross-fades, its times in seconds on the input's own clock (also with ``start``); a
-    change at or after the video's end is an error. ``strength`` in [0, 1] scales the style's (or
-    every schedule entry's) strength: 0 gives the input back. ``preserve_color`` keeps the input's
-    colours (style on luminance, YIQ).
-    ``batch_size`` defaults to 8 on CUDA and 1 on CPU. ``max_size`` downscales frames (longer side,
-    px) while decoding; ``work_size``/``scale`` set the network's working resolution (see
-    :class:`Stylizer`). ``stabilize`` in [0, 1] blends the previous output along the input's motion
-    (:class:`fastnst.stabilize.Stabilizer`; default :data:`DEFAULT_STABILIZE`, 0 = off).
-    ``start``/``duration`` (seconds) cut a segment. The video is encoded with ``codec`` (libx264
-    yuv420p by default, ``crf``/``preset`` for x264/x265); audio streams are copied packet for
-    packet, or transcoded to AAC when the container cannot hold them (see ``notes``).
-    ``threads``: PyTorch CPU threads (default: measured over the first frames; restored after).
+    change at or after the video's end is an error.
 
-    The file appears under ``output`` only when complete; a failure or KeyboardInterrupt removes the
-    temporary file. Corrupt, truncated or empty inputs raise :class:`FastNSTError`.
+    Settings come as :class:`~fastnst.options.EngineOptions` ``engine`` (device, dtype, strength,
+    preserve_color, max_size, scale, work_size, upsampler, stabilize, threads) and
+    :class:`~fastnst.options.VideoOptions` ``video`` (start, duration, batch_size, codec, crf,
+    preset), or as keyword ``settings`` of those names (``stylize_video(a, b, device="cpu",
+    work_size=256, start=5)``), which override them; defaults and meanings are the fields'.
+    Audio streams are copied packet for packet, or transcoded to AAC when the container cannot hold
+    them (see ``notes``). ``compile`` is passed to :class:`Stylizer`; ``queue_frames`` sizes the
+    decoder's queue.
+
+    The file appears under ``output`` only when complete (``force=False``: never replacing a file);
+    a failure or KeyboardInterrupt removes the temporary file. Corrupt, truncated or empty inputs
+    raise :class:`FastNSTError`.
     """
-    from tqdm.auto import tqdm
-
-    from .video import VideoWriter, iter_decoded, open_input, stream_duration, stream_fps
-
+    engine, video = _options(engine, video, settings, "stylize_video")
     in_path, out_path = Path(input), Path(output)
-    check_output(in_path, out_path, codec, force=force)
-    if start is not None and start < 0:
-        raise FastNSTError("--start must be zero or positive.")
-    if duration is not None and duration <= 0:
-        raise FastNSTError("--duration must be positive.")
-    stabilizer = _make_stabilizer(stabilize)
-    schedule, ready = plan_styles(style, schedule, strength)
+    _check_request(in_path, out_path, video, force)
+    stabilizer = _make_stabilizer(engine.stabilize)
+    schedule, ready = plan_styles(style, schedule, engine.strength)
     if len(schedule.entries) > 1:
         schedule.check_duration(_video_duration(in_path))
-    mixer = build_mixer(schedule.styles(), ready, preserve_color=preserve_color, device=device, dtype=dtype,
-                        scale=scale, work_size=work_size, upsampler=upsampler, compile=compile)
-    stylizer = mixer.first
-    cuda = stylizer.device.type == "cuda"
-    if batch_size is not None and int(batch_size) < 1:
-        raise FastNSTError("--batch-size must be at least 1.")
-    container, vstream = open_input(in_path)
-    batch_size = int(batch_size or (cuda_batch_size(vstream.codec_context.width, vstream.codec_context.height)
-                                    if cuda else 1))
-    audio_streams = list(container.streams.audio)
-    fps = stream_fps(vstream)
-    tb = Fraction(vstream.time_base) if vstream.time_base else Fraction(1, 1000)
-    routes: dict[int, str] = {}
-    declared = stream_duration(container, vstream) if duration is None else None
-
-    def make_writer(frames: np.ndarray) -> VideoWriter:
-        # The muxer picks stream time bases at the header; AVI stores no timestamps at all.
-        w = VideoWriter(out_path, frames.shape[2], frames.shape[1], fps=fps, time_base=tb, codec=codec, crf=crf,
-                        preset=preset, options=_encoder_options(codec))
-        for s in audio_streams:
-            routes[s.index] = w.add_audio(s, start=start)
-        return w
-
-    stop = threading.Event()
-    q_in = Channel(queue_frames or max(8, 4 * batch_size), stop)
-    q_out = Channel(max(8, 4 * batch_size), stop)
-    decoded = iter_decoded(container, vstream, start=start, duration=duration, max_size=max_size,
-                           audio_streams=audio_streams, path=in_path)
-    reader, writer = Reader(decoded, q_in), Writer(q_out, make_writer, stop)
-    tuner = ThreadTuner(stylizer.device, threads)
-    bar = tqdm(total=_estimate_total(container, vstream, start, duration), unit="frame", disable=not progress,
-               dynamic_ncols=True, desc=in_path.name, leave=True)
-    run = _Run(mixer, schedule, stabilizer, batch_size, q_in, q_out, writer, tuner, bar)
+    mixer = build_mixer(schedule.styles(), ready, preserve_color=engine.preserve_color,
+                        **stylizer_kwargs(engine, compile=compile))
+    source = _open_source(in_path, video)
+    run = _start_run(mixer, schedule, stabilizer, source, out_path, engine, video, progress, queue_frames)
     try:
-        batcher = _cuda_batcher(run, stop) if cuda else None
-        seconds = _execute(run, reader, stop, batcher, round(Fraction(start) / tb) if start else 0, in_path)
+        batcher = _cuda_batcher(run) if run.stylizer.device.type == "cuda" else None
+        seconds = _execute(run, batcher, round(Fraction(video.start) / source.time_base) if video.start else 0)
     finally:
-        tuner.restore()
-        bar.close()
-        if not (reader.thread.is_alive() or writer.thread.is_alive()):
-            container.close()
-    return _video_result(run, in_path, out_path, fps, seconds, routes, declared)
+        run.tuner.restore()
+        run.bar.close()
+        if not (run.reader.thread.is_alive() or run.writer.thread.is_alive()):
+            source.container.close()
+    return _video_result(run, seconds)
 
 
-def _cuda_batcher(run: _Run, stop: threading.Event) -> CudaBatcher:
-    def run_batch(x: torch.Tensor) -> torch.Tensor:
-        # called inside submit(), right after flush() set run.mixes; a short last batch is padded with
-        # copies of its last frame (not emitted), so pad its mixes alike
-        mixes = run.mixes + run.mixes[-1:] * (len(x) - len(run.mixes))
-        return run.mixer.stylize_uint8(x, mixes, run.stabilizer)
-
-    return CudaBatcher(run.mixer.first.device, run_batch, run.batch_size, 3, _take_buffer(run.writer, stop))
+def _cuda_batcher(run: _Run) -> CudaBatcher:
+    return CudaBatcher(run.stylizer.device, run.run_batch, run.batch_size, 3, run.take_buffer)
 
 
-def _execute(run: _Run, reader: Reader, stop: threading.Event, batcher: CudaBatcher | None, pts_offset: int,
-             in_path: Path) -> float:
+def _execute(run: _Run, batcher: CudaBatcher | None, pts_offset: int) -> float:
     """Run the three stages to the end and commit the output; returns the seconds taken. On any
     failure (or Ctrl-C) every stage is stopped and the temporary output removed before re-raising."""
-    writer = run.writer
+    reader, writer = run.reader, run.writer
     t0 = time.perf_counter()
     try:
         reader.thread.start()
@@ -310,12 +355,12 @@ def _execute(run: _Run, reader: Reader, stop: threading.Event, batcher: CudaBatc
             writer.thread.join(timeout=0.1)
         writer.check()
         if writer.writer is None:
-            raise FastNSTError(f"{in_path} produced no frames to write.")
+            raise FastNSTError(f"{run.source.path} produced no frames to write.")
         writer.writer.commit()
         run.bar.total = run.frames_done  # the header's frame count is only an estimate
         run.bar.refresh()
     except BaseException as exc:
-        stop.set()
+        run.stop.set()
         for t in (reader.thread, writer.thread):
             if t.is_alive():
                 t.join(timeout=10)
@@ -345,24 +390,24 @@ def _encoder_options(codec: str) -> dict[str, str]:
     return {"threads": str(DEFAULT_ENCODER_THREADS)} if codec in ("libx264", "libx265") and DEFAULT_ENCODER_THREADS else {}
 
 
-def _video_result(run: _Run, in_path: Path, out_path: Path, fps: Fraction, seconds: float,
-                  routes: dict[int, str], declared: float | None) -> VideoResult:
-    w = run.writer.writer
+def _video_result(run: _Run, seconds: float) -> VideoResult:
+    w, src, routes = run.writer.writer, run.source, run.output.routes
     notes = list(w.notes)
-    if declared and run.last_time + 2 / float(fps) < 0.9 * declared:
-        notes.append(f"the video ended at {run.last_time:.1f} s although its header says {declared:.1f} s "
+    if src.declared and run.last_time + 2 / float(src.fps) < 0.9 * src.declared:
+        notes.append(f"the video ended at {run.last_time:.1f} s although its header says {src.declared:.1f} s "
                      "(truncated file?)")
     notes += _schedule_notes(run.schedule, run.last_time)
     if run.stabilizer is not None and run.stabilizer.cuts:
         notes.append(f"stabilisation restarted at {run.stabilizer.cuts} shot cut(s)")
     return VideoResult(
-        input=in_path, output=out_path, frames=run.frames_done, seconds=seconds,
-        fps=run.frames_done / max(seconds, 1e-9), width=w.width, height=w.height, video_fps=fps,
+        input=src.path, output=run.output.path, frames=run.frames_done, seconds=seconds,
+        fps=run.frames_done / max(seconds, 1e-9), width=w.width, height=w.height, video_fps=src.fps,
         audio_copied=sum(1 for r in routes.values() if r == "copy"),
         audio_transcoded=sum(1 for r in routes.values() if r == "aac"), audio_packets=w.audio_packets,
         device=str(run.stylizer.device), batch_size=run.batch_size, notes=notes,
         threads=run.tuner.chosen, work_size=run.work,
     )
+
 
 # --------------------------------------------------------------------------------------------------
 # Images, folders, dispatch
@@ -378,13 +423,40 @@ class PathResult:
     video: VideoResult | None = None
 
 
-def _image_renderer(style, schedule: Schedule | None, strength: float, preserve_color: bool,
-                    **stylizer_kwargs) -> Callable[[np.ndarray], np.ndarray]:
+def _image_renderer(style, schedule: Schedule | None, engine: EngineOptions) -> Callable[[np.ndarray], np.ndarray]:
     """``(H,W,3)`` uint8 → stylized uint8, as the schedule (or style) stands at 0 s."""
-    schedule, ready = plan_styles(style, schedule, strength)
+    schedule, ready = plan_styles(style, schedule, engine.strength)
     mix = schedule.at(0.0)
-    mixer = build_mixer(list(mix.weights), ready, preserve_color=preserve_color, **stylizer_kwargs)
+    mixer = build_mixer(list(mix.weights), ready, preserve_color=engine.preserve_color,
+                        **stylizer_kwargs(engine, max_size=engine.max_size))
     return lambda image: mixer(image, mix)
+
+
+def _stylize_folder(in_path: Path, out_path: Path, render: Callable[[], Callable], progress: bool) -> list[Path]:
+    """Every image under ``in_path`` → the same place under ``out_path``; ``render()`` makes the renderer
+    once the request is known to be sound."""
+    from tqdm.auto import tqdm
+
+    images = list_images(in_path)
+    if not images:
+        raise FastNSTError(f"Folder {in_path} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    if out_path.exists() and not out_path.is_dir():
+        raise FastNSTError(f"Output {out_path} must be a folder when the input is a folder.")
+    if out_path.resolve() == in_path.resolve():
+        raise FastNSTError("The output folder must differ from the input folder.")
+    renderer = render()
+    return [write_image(out_path / src.relative_to(in_path), renderer(read_image(src)))
+            for src in tqdm(images, unit="image", disable=not progress, desc=in_path.name)]
+
+
+def _stylize_image(in_path: Path, out_path: Path, render: Callable[[], Callable], force: bool) -> Path:
+    if out_path.is_dir():
+        out_path = out_path / in_path.name
+    if out_path.exists() and out_path.resolve() == in_path.resolve():
+        raise FastNSTError("The output must not overwrite the input image.")
+    if out_path.exists() and not force:
+        raise FastNSTError(f"Output {out_path} already exists; pass --force to replace it.")
+    return write_image(out_path, render()(read_image(in_path)))
 
 
 def stylize_path(
@@ -393,64 +465,42 @@ def stylize_path(
     style=None,
     *,
     schedule: Schedule | None = None,
-    strength: float = 1.0,
-    preserve_color: bool = False,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | str | None = None,
-    max_size: int | None = None,
-    scale: float | None = None,
-    work_size: int | None = None,
-    upsampler: str = DEFAULT_UPSAMPLER,
+    engine: EngineOptions | None = None,
+    video: VideoOptions | None = None,
     progress: bool = True,
-    **video_kwargs,
+    force: bool = True,
+    **settings,
 ) -> PathResult:
     """Stylize an image, a folder of images (→ a folder mirroring its layout) or a video file
-    (→ :func:`stylize_video`, with ``video_kwargs``), choosing by what ``input`` is.
+    (→ :func:`stylize_video`), choosing by what ``input`` is.
 
-    ``style``/``schedule``/``strength``/``preserve_color`` as in :func:`stylize_video`; images are
-    rendered as the schedule stands at 0 s (blends, strength and colour preservation apply)."""
+    ``style``/``schedule``/``engine``/``video``/``settings`` as in :func:`stylize_video` (``video``
+    settings, ``compile`` and ``queue_frames`` only matter for a video); images are rendered as the
+    schedule stands at 0 s (blends, strength and colour preservation apply)."""
+    extra = {k: settings.pop(k) for k in ("compile", "queue_frames") if k in settings}
+    engine, video = _options(engine, video, settings, "stylize_path")
     in_path, out_path = Path(input), Path(output)
     t0 = time.perf_counter()
     if not in_path.exists():
         raise FastNSTError(f"Input {in_path} does not exist.")
+    render = functools.partial(_image_renderer, style, schedule, engine)
     if in_path.is_dir():
-        images = list_images(in_path)
-        if not images:
-            raise FastNSTError(f"Folder {in_path} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
-        if out_path.exists() and not out_path.is_dir():
-            raise FastNSTError(f"Output {out_path} must be a folder when the input is a folder.")
-        if out_path.resolve() == in_path.resolve():
-            raise FastNSTError("The output folder must differ from the input folder.")
-        render = _image_renderer(style, schedule, strength, preserve_color, device=device, dtype=dtype,
-                                 max_size=max_size, scale=scale, work_size=work_size, upsampler=upsampler)
-        from tqdm.auto import tqdm
-
-        outputs = []
-        for src in tqdm(images, unit="image", disable=not progress, desc=in_path.name):
-            outputs.append(write_image(out_path / src.relative_to(in_path), render(read_image(src))))
-        return PathResult(outputs, time.perf_counter() - t0)
+        return PathResult(_stylize_folder(in_path, out_path, render, progress), time.perf_counter() - t0)
     if in_path.suffix.lower() in IMAGE_SUFFIXES:
-        if out_path.is_dir():
-            out_path = out_path / in_path.name
-        if out_path.exists() and out_path.resolve() == in_path.resolve():
-            raise FastNSTError("The output must not overwrite the input image.")
-        if out_path.exists() and not video_kwargs.get("force", True):
-            raise FastNSTError(f"Output {out_path} already exists; pass --force to replace it.")
-        render = _image_renderer(style, schedule, strength, preserve_color, device=device, dtype=dtype,
-                                 max_size=max_size, scale=scale, work_size=work_size, upsampler=upsampler)
-        return PathResult([write_image(out_path, render(read_image(in_path)))], time.perf_counter() - t0)
-    if max_size is not None and max_size < 8:
-        raise FastNSTError(f"--max-size must be at least 8 pixels, got {max_size}.")
-    result = stylize_video(in_path, out_path, style, schedule=schedule, strength=strength,
-                           preserve_color=preserve_color, device=device, dtype=dtype, max_size=max_size, scale=scale,
-                           work_size=work_size, upsampler=upsampler, progress=progress, **video_kwargs)
+        return PathResult([_stylize_image(in_path, out_path, render, force)], time.perf_counter() - t0)
+    if engine.max_size is not None and engine.max_size < 8:
+        raise FastNSTError(f"--max-size must be at least 8 pixels, got {engine.max_size}.")
+    result = stylize_video(in_path, out_path, style, schedule=schedule, engine=engine, video=video,
+                           progress=progress, force=force, **extra)
     return PathResult([result.output], result.seconds, result)
 
 
 __all__ = [
     "DEFAULT_STABILIZE",
+    "EngineOptions",
     "PathResult",
     "Stylizer",
+    "VideoOptions",
     "VideoResult",
     "as_stylizer",
     "parse_dtype",

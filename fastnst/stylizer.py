@@ -23,7 +23,7 @@ from torch import nn
 from .devices import autocast, parse_dtype, pick_device
 from .errors import FastNSTError
 from .images import resize_max
-from .options import DEFAULT_UPSAMPLER, DEFAULT_WORK_SIZE, MIN_WORK_SIZE
+from .options import DEFAULT_UPSAMPLER, DEFAULT_WORK_SIZE, MIN_WORK_SIZE, EngineOptions
 from .upsample import UPSAMPLERS, resize, upsample
 
 # The trainer crops a random square of crop_min–100 % of a photo's short side and resizes it to the
@@ -190,6 +190,13 @@ class Stylizer:
         raise TypeError(f"Stylizer takes a numpy image or a tensor batch, not {type(x).__name__}")
 
 
+def stylizer_kwargs(engine: EngineOptions, **extra) -> dict:
+    """The :class:`Stylizer` keyword arguments that ``engine`` sets (device, dtype, scale, working
+    size, upsampler), plus ``extra``; ``max_size`` is left to the caller (video decoders apply it)."""
+    return {"device": engine.device, "dtype": engine.dtype, "scale": engine.scale, "work_size": engine.work_size,
+            "upsampler": engine.upsampler or DEFAULT_UPSAMPLER, **extra}
+
+
 def as_stylizer(style, **kwargs) -> Stylizer:
     """``style`` if it already is a :class:`Stylizer`, else a new one built with ``kwargs``."""
     return style if isinstance(style, Stylizer) else Stylizer(style, **kwargs)
@@ -241,4 +248,4 @@ class ThreadTuner:
 
 
 __all__ = ["DEFAULT_WORK_SIZE", "Stylizer", "ThreadTuner", "as_stylizer", "check_work_size", "style_work_size",
-           "work_shape"]
+           "stylizer_kwargs", "work_shape"]

@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FastNSTError
+from .fileio import put_label
+from .options import DEFAULT_FADE, DEFAULT_STABILIZE, EngineOptions, WebcamOptions, with_settings
 from .timeline import Fader, Mix, StyleMix, format_mix
 
 WINDOW = "fastnst"
 KEY_ESC = 27
 STRENGTH_STEP = 0.1  # per + / - key press
-DEFAULT_FADE = 0.5  # seconds of cross-fade when a key changes the style or the strength
 _MS = Fraction(1, 1000)  # recording time base: wall-clock milliseconds (variable frame rate)
 
 
@@ -283,13 +284,9 @@ def compose(original: np.ndarray, stylized: np.ndarray, side_by_side: bool) -> n
 
 def overlay(view: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     """Draw text lines (outlined, top-left) on a copy of ``view``."""
-    import cv2
-
     img = np.ascontiguousarray(view).copy()
     for i, text in enumerate(lines):
-        org = (8, 22 + 22 * i)
-        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+        put_label(img, text, (8, 22 + 22 * i))
     return img
 
 
@@ -406,59 +403,27 @@ class _Display:
         return _show(cv2, view, lines, state)
 
 
-def run_webcam(
-    styles: Sequence,
-    *,
-    camera: int | str = 0,
-    device=None,
-    dtype=None,
-    max_size: int | None = 640,
-    scale: float | None = None,
-    work_size: int | None = None,
-    upsampler: str | None = None,
-    stabilize: float | None = None,
-    record: str | os.PathLike | None = None,
-    snapshot_dir: str | os.PathLike = ".",
-    show: bool = True,
-    max_frames: int | None = None,
-    side_by_side: bool = False,
-    realtime: bool | None = None,
-    threads: int | None = None,
-    strength: float = 1.0,
-    preserve_color: bool = False,
-    fade: float = DEFAULT_FADE,
-) -> WebcamResult:
-    """Stylize a live source until ``q``/Esc, its end, or ``max_frames`` frames.
+    def abort(self) -> None:
+        """Remove a recording that cannot be finished (the run failed)."""
+        if self.writer is not None:
+            self.writer.abort()
 
-    Three stages, each in its own thread with a one-frame hand-over where the newest frame wins:
-    capture (:class:`FrameGrabber`), network (:class:`NetworkStage`: working resolution, network,
-    stabilisation, edge-aware upsampling) and display/record (this thread). The slowest stage sets
-    the rate and latency stays at about one frame per stage.
+    def result(self, threads: int | None) -> WebcamResult:
+        """Close the recording and sum the run up."""
+        recorded = self.writer.close() if self.writer is not None else None
+        seconds = time.perf_counter() - self.t0
+        latency = float(np.median(self.latencies)) * 1000 if self.latencies else None
+        return WebcamResult(self.n, seconds, self.n / max(seconds, 1e-9), self.snapshots, recorded,
+                            latency_ms=latency, threads=threads)
 
-    ``styles``: style names/paths/blends ``"a:0.6,b:0.4"``/models (``None`` = the default style);
-    keys switch between them with a ``fade``-second cross-fade. ``strength`` in [0, 1] (0: the input;
-    keys ``+``/``-`` change it) and ``preserve_color`` (keep the input's colours) as in
-    :func:`fastnst.pipeline.stylize_video`.
-    ``record``: also write the stylized frames to this video file, with their wall-clock timestamps
-    (kept when the run is stopped with q, Esc or Ctrl-C; removed if it fails).
-    ``show=False`` runs without a window (tests, servers). ``realtime``: see :class:`FrameGrabber`.
-    ``threads``: PyTorch CPU threads (default: measured over the first frames).
-    """
-    from .devices import pick_device
-    from .mixer import build_mixer, check_strength, plan_styles
-    from .options import DEFAULT_STABILIZE, DEFAULT_UPSAMPLER
-    from .stylizer import ThreadTuner
 
-    if not styles:
-        raise FastNSTError("Give at least one --style.")
-    strength = check_strength(strength)
-    stab = DEFAULT_STABILIZE if stabilize is None else float(stabilize)
-    if not 0.0 <= stab <= 1.0:
-        raise FastNSTError(f"--stabilize must be between 0 and 1, got {stabilize}.")
-    if not (fade >= 0 and np.isfinite(fade)):
-        raise FastNSTError(f"--fade must be zero or more seconds, got {fade}.")
+def _plan_mixes(styles: Sequence) -> tuple[list[StyleMix], dict[str, object]]:
+    """One mixture per style argument, and the style objects that are not names (see
+    :func:`fastnst.mixer.plan_styles`); every name is checked before anything is loaded."""
+    from .mixer import plan_styles
+
     mixes, ready = [], {}
-    for i, s in enumerate(styles):  # every name is checked before anything is loaded
+    for i, s in enumerate(styles):
         schedule, objects = plan_styles(s)
         mix = schedule.entries[0].mix
         for key, obj in objects.items():  # two models of one name are still two styles
@@ -466,55 +431,115 @@ def run_webcam(
                 mix = ((f"{key}#{i + 1}", 1.0),)
             ready[mix[0][0]] = obj
         mixes.append(mix)
-    if show:
-        check_gui()
-    dev = pick_device(device) if not hasattr(device, "type") else device
-    upsampler = upsampler or DEFAULT_UPSAMPLER
-    # All styles are loaded up front so switching is instant.
-    mixer = build_mixer([n for m in mixes for n, _ in m], ready, preserve_color=preserve_color, device=dev,
-                        dtype=dtype, scale=scale, work_size=work_size, upsampler=upsampler)
-    state = ViewState(len(mixes), strength=strength, side_by_side=side_by_side)
-    display = _Display(Path(record) if record is not None else None, Path(snapshot_dir), show)
-    tuner = ThreadTuner(dev, threads)
-    grabber = net = None
-    window_open = False
-    try:
+    return mixes, ready
+
+
+def _checked(o: WebcamOptions) -> tuple[float, float]:
+    """The start strength and the stabilisation strength of ``o``; FastNSTError for values out of range."""
+    from .mixer import check_strength
+
+    strength = check_strength(o.engine.strength)
+    stab = DEFAULT_STABILIZE if o.engine.stabilize is None else float(o.engine.stabilize)
+    if not 0.0 <= stab <= 1.0:
+        raise FastNSTError(f"--stabilize must be between 0 and 1, got {o.engine.stabilize}.")
+    if not (o.fade >= 0 and np.isfinite(o.fade)):
+        raise FastNSTError(f"--fade must be zero or more seconds, got {o.fade}.")
+    return strength, stab
+
+
+class _Stages:
+    """The capture and network threads and the window of one run, opened and closed together."""
+
+    def __init__(self) -> None:
+        self.grabber: FrameGrabber | None = None
+        self.net: NetworkStage | None = None
+        self.window = False
+
+    def open(self, o: WebcamOptions, mixer, live: LiveMix, state: ViewState, *, stabilize: float, tuner,
+             realtime: bool | None) -> NetworkStage:
         import cv2
 
-        grabber = FrameGrabber(camera, realtime=realtime, max_size=max_size)
-        net = NetworkStage(grabber, mixer, LiveMix(mixes, state, fade=fade), state, stabilize=stab, tuner=tuner,
-                           lossless=grabber.lossless)
-        if show:
+        self.grabber = FrameGrabber(o.camera, realtime=realtime, max_size=o.engine.max_size)
+        self.net = NetworkStage(self.grabber, mixer, live, state, stabilize=stabilize, tuner=tuner,
+                                lossless=self.grabber.lossless)
+        if o.show:
             try:
                 cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
             except cv2.error as exc:
                 raise FastNSTError(f"OpenCV cannot open a window ({exc}); use --no-window with --record.") from exc
-            window_open = True
-        labels = {n: st.name for n, st in mixer.stylizers.items()}
-        names = [format_mix({labels[n]: w for n, w in m}) for m in mixes]
-        while not state.quit and (item := net.take()) is not None:
-            if not display.handle(item, state, names, labels) or (max_frames and display.n >= max_frames):
-                break
+            self.window = True
+        return self.net
+
+    def close(self) -> None:
+        for stage in (self.net, self.grabber):
+            if stage is not None:
+                stage.close()
+        if self.window:
+            import cv2
+
+            cv2.destroyWindow(WINDOW)
+            cv2.waitKey(1)
+
+
+def _show_loop(net: NetworkStage, display: _Display, state: ViewState, mixer, mixes: Sequence[StyleMix],
+               max_frames: int | None) -> None:
+    """Take stylized frames from the network stage and show/record them until q, the end or ``max_frames``."""
+    labels = {n: st.name for n, st in mixer.stylizers.items()}
+    names = [format_mix({labels[n]: w for n, w in m}) for m in mixes]
+    while not state.quit and (item := net.take()) is not None:
+        if not display.handle(item, state, names, labels) or (max_frames and display.n >= max_frames):
+            break
+
+
+def run_webcam(styles: Sequence | None = None, *, options: WebcamOptions | None = None,
+               realtime: bool | None = None, **settings) -> WebcamResult:
+    """Stylize a live source until ``q``/Esc, its end, or ``max_frames`` frames.
+
+    Three stages, each in its own thread with a one-frame hand-over where the newest frame wins:
+    capture (:class:`FrameGrabber`), network (:class:`NetworkStage`: working resolution, network,
+    stabilisation, edge-aware upsampling) and display/record (this thread). The slowest stage sets
+    the rate and latency stays at about one frame per stage.
+
+    ``styles``: style names/paths/blends ``"a:0.6,b:0.4"``/models (``None`` = the default style; by
+    default ``options.style``); keys switch between them with a ``fade``-second cross-fade. The
+    settings are a :class:`~fastnst.options.WebcamOptions` ``options`` (its ``engine`` as in
+    :func:`fastnst.pipeline.stylize_video`, frames downscaled to ``max_size`` 640 by default) or
+    keyword ``settings`` of its field names, which override it (``run_webcam(["a"], camera="in.mp4",
+    show=False, max_frames=10)``). ``record``: also write the stylized frames to this video file,
+    with their wall-clock timestamps (kept when the run is stopped with q, Esc or Ctrl-C; removed if
+    it fails). ``show=False`` runs without a window. ``realtime``: see :class:`FrameGrabber`.
+    """
+    from .mixer import build_mixer
+    from .stylizer import ThreadTuner, stylizer_kwargs
+
+    o = with_settings(options or WebcamOptions(), settings, "run_webcam")
+    styles = list(styles) if styles is not None else (o.style or [None])
+    if not styles:
+        raise FastNSTError("Give at least one --style.")
+    strength, stab = _checked(o)
+    mixes, ready = _plan_mixes(styles)
+    if o.show:
+        check_gui()
+    # All styles are loaded up front so switching is instant.
+    mixer = build_mixer([n for m in mixes for n, _ in m], ready, preserve_color=o.engine.preserve_color,
+                        **stylizer_kwargs(o.engine))
+    state = ViewState(len(mixes), strength=strength, side_by_side=o.side_by_side)
+    display = _Display(Path(o.record) if o.record is not None else None, Path(o.snapshot_dir), o.show)
+    tuner, stages = ThreadTuner(mixer.device, o.engine.threads), _Stages()
+    try:
+        net = stages.open(o, mixer, LiveMix(mixes, state, fade=o.fade), state, stabilize=stab, tuner=tuner,
+                          realtime=realtime)
+        _show_loop(net, display, state, mixer, mixes, o.max_frames)
     except KeyboardInterrupt:
         pass  # Ctrl-C is the stop button of a headless run: keep what was recorded
     except BaseException:
-        if display.writer is not None:
-            display.writer.abort()
+        display.abort()
         raise
     finally:
-        for stage in (net, grabber):
-            if stage is not None:
-                stage.close()
+        stages.close()
         tuner.restore()
-        if window_open:
-            cv2.destroyWindow(WINDOW)
-            cv2.waitKey(1)
-    recorded = display.writer.close() if display.writer is not None else None
-    seconds = time.perf_counter() - display.t0
-    latency = float(np.median(display.latencies)) * 1000 if display.latencies else None
-    return WebcamResult(display.n, seconds, display.n / max(seconds, 1e-9), display.snapshots, recorded,
-                        latency_ms=latency, threads=tuner.chosen)
+    return display.result(tuner.chosen)
 
 
-__all__ = ["FpsMeter", "FrameGrabber", "Handover", "LiveMix", "NetworkStage", "Styled", "ViewState", "WebcamResult", "check_gui",
-           "compose", "handle_key", "overlay", "run_webcam"]
+__all__ = ["DEFAULT_FADE", "EngineOptions", "FpsMeter", "FrameGrabber", "Handover", "LiveMix", "NetworkStage", "Styled",
+           "ViewState", "WebcamOptions", "WebcamResult", "check_gui", "compose", "handle_key", "overlay", "run_webcam"]

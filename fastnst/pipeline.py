@@ -208,7 +208,8 @@ def _emit(run: _Run, batch: Batch) -> None:
     run.bar.update(len(batch.pts))
 
 
-def _flush(run: _Run, cuda: CudaBatcher | None, frames: list[np.ndarray], pts: list[int], times: list[float]) -> None:
+def _flush(run: _Run, cuda: CudaBatcher | None, frames: list[np.ndarray], pts: list[int],
+           times: list[float]) -> None:
     """Take one batch through the network stages and hand what is finished to the writer."""
     run.mixes = [run.schedule.at(t) for t in times]
     if cuda is not None:

@@ -541,5 +541,6 @@ def run_webcam(styles: Sequence | None = None, *, options: WebcamOptions | None 
     return display.result(tuner.chosen)
 
 
-__all__ = ["DEFAULT_FADE", "EngineOptions", "FpsMeter", "FrameGrabber", "Handover", "LiveMix", "NetworkStage", "Styled",
-           "ViewState", "WebcamOptions", "WebcamResult", "check_gui", "compose", "handle_key", "overlay", "run_webcam"]
+__all__ = ["DEFAULT_FADE", "EngineOptions", "FpsMeter", "FrameGrabber", "Handover", "LiveMix", "NetworkStage",
+           "Styled", "ViewState", "WebcamOptions", "WebcamResult", "check_gui", "compose", "handle_key", "overlay",
+           "run_webcam"]

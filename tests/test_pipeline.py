@@ -321,3 +321,18 @@ def test_cuda_batch_size_shrinks_with_the_frame() -> None:
     assert cuda_batch_size(1280, 720) == 8 and cuda_batch_size(1920, 1080) == 8
     assert cuda_batch_size(3840, 2160) == 2 and cuda_batch_size(7680, 4320) == 1
     assert cuda_batch_size(None, None) == 8
+
+
+def test_options_objects_and_keywords_are_one_api(tmp_path: Path, tiny_model: Path) -> None:
+    from fastnst.options import EngineOptions, ModelOptions, VideoOptions
+
+    src = make_video(tmp_path / "in.mp4", n=20, fps=10, audio=None)
+    engine = EngineOptions(model=ModelOptions(work_size=32, stabilize=0), device="cpu")
+    res = stylize_video(src, tmp_path / "a.mp4", tiny_model, engine=engine,
+                        video=VideoOptions(start=0.5, duration=0.8), progress=False, batch_size=3)  # a keyword overrides the options object's field
+    assert res.frames == 8 and res.batch_size == 3 and res.work_size is not None and min(res.work_size) == 32
+    with pytest.raises(TypeError, match="'bogus'"):
+        stylize_video(src, tmp_path / "b.mp4", tiny_model, progress=False, bogus=1)
+    with pytest.raises(TypeError, match="'bogus'"):
+        stylize_path(src, tmp_path / "b.mp4", tiny_model, progress=False, bogus=1)
+    assert not (tmp_path / "b.mp4").exists()

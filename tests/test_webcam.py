@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -152,3 +153,27 @@ def test_handover_newest_wins_lossless_waits_and_errors_come_after_pending_items
     assert lossless.take() == (1, 1)
     second.join(timeout=2)
     assert lossless.take() == (2, 2)
+
+
+def test_overlay_draws_outlined_labels_on_a_copy() -> None:
+    from fastnst.webcam import overlay
+
+    view = np.full((60, 200, 3), 128, np.uint8)
+    out = overlay(view, ["12.0 fps", "strength 1.0"])
+    assert (view == 128).all() and out.shape == view.shape  # the input is left alone
+    band = out[:50, :120]
+    assert (band == 255).all(axis=-1).any() and (band == 0).all(axis=-1).any()  # white text, black outline
+    assert (out[50:] == 128).all()  # two lines only
+
+
+def test_run_webcam_takes_an_options_object(tmp_path: Path, two_styles: list[Path]) -> None:
+    from fastnst.options import EngineOptions, WebcamOptions
+
+    src = make_video(tmp_path / "cam.mkv", w=40, h=32, n=5, audio=None)
+    o = WebcamOptions(style=[str(two_styles[0])], engine=EngineOptions(device="cpu"), camera=str(src), show=False)
+    assert run_webcam(options=o, realtime=False).frames == 5  # the styles come from the options
+    assert run_webcam(options=o, realtime=False, max_frames=2).frames == 2  # a keyword overrides a field
+    with pytest.raises(FastNSTError, match="at least one"):
+        run_webcam([], options=o)
+    with pytest.raises(TypeError, match="'bogus'"):
+        run_webcam(options=o, bogus=1)

@@ -14,7 +14,6 @@ with arithmetic only and crops with ``index_select``, so one graph serves every 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -25,9 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import FastNSTError
+from .fileio import atomic_path
+from .options import DEFAULT_OPSET
 
 SUFFIXES = (".onnx", ".pt2")
-from .options import DEFAULT_OPSET
 
 # The first layer's 9×9 reflection pad needs more than 4 px; the graph has no replicate fallback.
 MIN_SIDE = 5
@@ -64,11 +64,6 @@ class ExportResult:
     opset: int | None = None
     psnr: dict[tuple[int, int], float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def temp_path(path: Path) -> Path:
-    """Hidden temporary name next to ``path`` (same folder, so the final rename is atomic)."""
-    return path.with_name(f".{path.stem}.part{path.suffix}")
 
 
 def _check_output(path: Path, force: bool) -> str:
@@ -181,9 +176,7 @@ def export_style(style, output: str | os.PathLike, *, force: bool = False, opset
 
     model = ExportNet(copy.deepcopy(net).float().cpu().eval().requires_grad_(False)).eval()
     result = ExportResult(path, suffix[1:], name, opset if suffix == ".onnx" else None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:  # renamed only once written and checked; deleted on any error
         if suffix == ".onnx":
             _export_onnx(model, tmp, opset)
             from . import __version__
@@ -198,10 +191,6 @@ def export_style(style, output: str | os.PathLike, *, force: bool = False, opset
             run = _pt2_runner(tmp)
         if run is not None:
             _check_parity(model, run, check_sizes, result)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
     return result
 
 

@@ -132,12 +132,16 @@ def write_log_rows(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
 def put_label(img: np.ndarray, text: str, org: tuple[int, int], *, scale: float = 0.6,
               color: tuple[int, int, int] = (255, 255, 255), outline: tuple[int, int, int] | None = (0, 0, 0)) -> None:
     """Draw ``text`` on ``img`` (``(H,W,3)`` uint8, modified in place) with its baseline's left end
-    at ``org`` = ``(x, y)``; an outline (thickness 3 under 1) keeps it readable on any picture."""
+    at ``org`` = ``(x, y)``; a one-pixel outline keeps it readable on any picture."""
     import cv2  # OpenCV is heavy to import and only pictures need it
 
     font, line = cv2.FONT_HERSHEY_SIMPLEX, cv2.LINE_AA
     if outline is not None:
-        cv2.putText(img, text, org, font, scale, outline, 3, line)
+        # The text shifted one pixel each way, not one thicker stroke: OpenCV widens each glyph's
+        # advance with the thickness, so a thick outline drifts right of the text (a smear).
+        x, y = org
+        for dx, dy in ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)):
+            cv2.putText(img, text, (x + dx, y + dy), font, scale, outline, 1, line)
     cv2.putText(img, text, org, font, scale, color, 1, line)
 
 

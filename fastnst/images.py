@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import FastNSTError
+from .fileio import put_label, write_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -168,15 +169,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     ok, buf = cv2.imencode(suffix, np.ascontiguousarray(rgb[:, :, ::-1]))
     if not ok:
         raise FastNSTError(f"OpenCV could not encode {path.name}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        tmp.write_bytes(buf.tobytes())
-        tmp.replace(path)
-    except BaseException:  # an interrupt or a full disk: never leave the temporary file behind
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, buf.tobytes())
 
 
 def to_tensor(rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -244,7 +237,6 @@ def contact_sheet(images: Sequence[np.ndarray], *, columns: int = 5, pad: int = 
         t = np.ascontiguousarray(t)
         if labels is not None and i < len(labels) and labels[i]:
             t = t.copy()
-            cv2.putText(t, labels[i], (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(t, labels[i], (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+            put_label(t, labels[i], (6, 22))
         sheet[y:y + h, x:x + t.shape[1]] = t
     return sheet

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import struct
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import FastNSTError
+from .fileio import atomic_path, write_atomic
 
 if TYPE_CHECKING:  # torch is imported only where a network is built: listing styles stays fast
     import torch
@@ -156,27 +156,9 @@ def save_style(
         meta["metrics"] = json.dumps(metrics)
     if work_size is not None:
         meta["work_size"] = str(work_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
-
-
-def _write_atomic(dest: Path, chunks) -> None:
-    """Write ``chunks`` (bytes) to a temporary file beside ``dest``, then rename it over ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.stem}.{secrets.token_hex(4)}.part")
-    # os.open, not mkstemp: the file gets the usual permissions (0666 less the umask), not 0600
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def rewrite_metadata(src: str | os.PathLike, dest: str | os.PathLike, metadata: dict[str, str]) -> Path:
@@ -191,7 +173,7 @@ def rewrite_metadata(src: str | os.PathLike, dest: str | os.PathLike, metadata: 
     with open(src, "rb") as f:
         f.seek(payload_start)
         payload = f.read()
-    _write_atomic(dest, [struct.pack("<Q", len(text)), text, payload])
+    write_atomic(dest, [struct.pack("<Q", len(text)), text, payload])
     return dest
 
 

@@ -7,7 +7,8 @@ outputs carry no rotation metadata) and, when asked, downscaled during the colou
 
 Audio is remuxed packet by packet (the bytes are not touched); a codec the output container cannot
 hold is transcoded to AAC instead, and :attr:`VideoWriter.notes` says so. Outputs are written under
-a temporary name in the destination folder (``.name.part.mp4``) and renamed when complete.
+a temporary name in the destination folder (:func:`fastnst.fileio.temp_path`, ``.name.TOKEN.part.mp4``)
+and renamed when complete.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FastNSTError
+from .fileio import atomic_path
 
 DEFAULT_FPS = Fraction(25)
 
@@ -363,11 +365,6 @@ def read_frames(
 # --------------------------------------------------------------------------------------------------
 
 
-def temp_path(path: Path) -> Path:
-    """Hidden temporary name next to ``path`` with the same extension (the muxer is chosen by it)."""
-    return path.with_name(f".{path.stem}.part{path.suffix}")
-
-
 def even_pad(img: np.ndarray) -> np.ndarray:
     """Pad ``(H,W,3)`` to even H and W by repeating the last row/column (yuv420p needs even sizes)."""
     h, w = img.shape[:2]
@@ -375,6 +372,10 @@ def even_pad(img: np.ndarray) -> np.ndarray:
     if ph or pw:
         img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="edge")
     return img
+
+
+class _Aborted(Exception):
+    """Handed to the writer's atomic_path to make it delete the temporary file."""
 
 
 @dataclass
@@ -394,7 +395,9 @@ class VideoWriter:
     ``time_base`` is the unit of the ``pts`` passed to :meth:`write` (the input stream's, so
     timestamps and variable frame rate are kept); ``fps`` is the nominal rate for the encoder's rate
     control. Frames with odd sizes are padded to even by edge repetition. Use as a context manager:
-    leaving it normally finalises and renames; leaving it by an exception deletes the temporary file.
+    leaving it normally finalises and renames; leaving it by an exception deletes the temporary file
+    (:attr:`tmp`, named by :func:`fastnst.fileio.temp_path` with the output's extension, which
+    picks the muxer).
     """
 
     path: Path
@@ -419,16 +422,20 @@ class VideoWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise FastNSTError(f"Cannot create the folder {self.path.parent} ({exc}).") from exc
-        self.tmp = temp_path(self.path)
+        # fileio's atomic_path, held open across calls: commit() leaves it (rename), abort() fails it (delete)
+        self._output = atomic_path(self.path)
+        self.tmp = self._output.__enter__()
         self.fps = Fraction(self.fps).limit_denominator(1_000_000) if self.fps else DEFAULT_FPS
         self.time_base = Fraction(self.time_base) if self.time_base else 1 / self.fps
-        try:
-            self.container = av.open(str(self.tmp), mode="w")
-        except (av.error.FFmpegError, ValueError, OSError) as exc:
-            raise FastNSTError(f"Cannot write {self.path} ({exc}).") from exc
         self._audio: dict[int, _AudioRoute] = {}
         self._last_pts: int | None = None
         self.frames = 0
+        self._state = "closed"  # nothing to close yet if the container cannot be opened
+        try:
+            self.container = av.open(str(self.tmp), mode="w")
+        except (av.error.FFmpegError, ValueError, OSError) as exc:
+            self.abort()
+            raise FastNSTError(f"Cannot write {self.path} ({exc}).") from exc
         self._state = "open"
         try:
             self._open_video()
@@ -574,7 +581,7 @@ class VideoWriter:
         """Move the finished file to its final name (atomic within one filesystem)."""
         self.finish()
         if self._state == "finished":
-            os.replace(self.tmp, self.path)
+            self._output.__exit__(None, None, None)
             self._state = "committed"
         return self.path
 
@@ -584,13 +591,13 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Close and delete the temporary file; the final name is never touched."""
-        if self._state == "committed":
+        if self._state in ("committed", "aborted"):
             return
         if self._state == "open":
             with contextlib.suppress(Exception):  # best effort: the file is deleted anyway
                 self.container.close()
         self._state = "aborted"
-        self.tmp.unlink(missing_ok=True)
+        self._output.__exit__(_Aborted, _Aborted(), None)  # atomic_path deletes the temporary file
 
     def __enter__(self):
         return self
@@ -635,6 +642,5 @@ __all__ = [
     "probe",
     "read_frames",
     "stream_fps",
-    "temp_path",
     "write_video",
 ]

@@ -95,3 +95,17 @@ def test_put_label_draws_white_text_with_a_dark_outline():
     put_label(img, "starry", (6, 25))
     assert (img == 255).all(axis=2).any() and (img == 0).all(axis=2).any()
     assert (img[:, label_width("starry") + 12:] == 128).all()  # nothing drawn past the text
+
+
+def _drawn_columns(text: str, outline) -> tuple[int, int]:
+    img = np.full((40, 260, 3), 128, np.uint8)
+    put_label(img, text, (6, 25), outline=outline)
+    cols = np.flatnonzero((img != 128).any(axis=(0, 2)))
+    return int(cols.min()), int(cols.max())
+
+
+def test_label_outline_hugs_the_text_instead_of_smearing_right():
+    # a thick stroke would widen every glyph's advance: 12 letters drift ~20 px past the text
+    (o0, o1), (t0, t1) = _drawn_columns("starry_night", (0, 0, 0)), _drawn_columns("starry_night", None)
+    assert t0 - 1 <= o0 <= t0 and t1 <= o1 <= t1 + 1
+    assert t1 - t0 <= label_width("starry_night") + 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -9,9 +10,11 @@ import numpy as np
 import pytest
 
 from fastnst.errors import FastNSTError
+from fastnst.fileio import label_width, leftovers
 from fastnst.images import (
     DEFAULT_MAX_PIXELS,
     check_pixels,
+    contact_sheet,
     header_size,
     max_pixels_default,
     pixel_limit,
@@ -77,10 +80,26 @@ def test_read_image_cap_and_keyword(tmp_path: Path) -> None:
 
 
 def test_write_image_leaves_no_temporary_file_on_failure(tmp_path: Path, monkeypatch) -> None:
-    def fail(self, target):
+    def fail(src, dst):  # interrupted at the rename, the encoded picture complete under its temporary name
+        assert leftovers(tmp_path) == [Path(src)] and Path(src).stat().st_size > 0
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Path, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(KeyboardInterrupt):
         write_image(tmp_path / "a.png", smooth_image(8, 8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_contact_sheet_tiles_resizes_and_labels_in_place() -> None:
+    a, b, c = smooth_image(40, 60, 1), smooth_image(20, 20, 2), smooth_image(40, 160, 3)
+    sheet = contact_sheet([a, b, c], columns=2, pad=4, labels=["a", "", "starry_night"])
+    # two columns as wide as the widest tile, two rows, 4 px white gutters; b scaled to 40x40
+    assert sheet.shape == (2 * 44 + 4, 2 * 164 + 4, 3)
+    assert (sheet[:4] == 255).all() and (sheet[:, 164:168] == 255).all() and (sheet[4:44, 64:164] == 255).all()
+    assert np.array_equal(sheet[4:44, 168:208], cv2.resize(b, (40, 40), interpolation=cv2.INTER_AREA))
+    tile = sheet[48:88, 4:164]
+    changed = np.flatnonzero((tile != c).any(axis=(0, 2)))
+    # the label sits at x=6 with a one-pixel outline: nothing drawn past its own width (no smear)
+    assert changed.min() >= 4 and changed.max() <= 6 + label_width("starry_night") + 1 < 160
+    assert (tile == 255).all(axis=2).any() and (tile == 0).all(axis=2).any()
+    assert np.array_equal(sheet[4:44, 4:64][25:], a[25:])  # below the label, the picture is untouched

@@ -13,6 +13,7 @@ import torch
 
 from fastnst import __version__
 from fastnst.errors import FastNSTError
+from fastnst.fileio import leftovers
 from fastnst.models import PRESETS, Arch, TransformerNet
 from fastnst.styles import (
     DEFAULT_STYLE,
@@ -40,7 +41,7 @@ def test_round_trip_rebuilds_net_and_metadata(tmp_path):
     path = save_style(tmp_path / "wave", net, style_name="wave", style_image="wave.jpg", preset="custom",
                       train_config=cfg, metrics={"e_warp": 0.01})
     assert path.name == "wave.safetensors" and path.is_file()
-    assert not list(tmp_path.glob("*.part"))
+    assert leftovers(tmp_path) == []
     model = load_style(path)
     assert model.name == "wave" and model.preset == "custom"
     assert model.train_config == cfg and model.metrics == {"e_warp": 0.01}
@@ -292,6 +293,22 @@ def test_integer_tensors_are_refused(tmp_path):
         load_style(path)
 
 
+def test_an_interrupted_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    old = save_style(tmp_path / "wave", _net(0), style_name="wave")
+    before = old.read_bytes()
+
+    def killed(tensors, filename, metadata=None):  # half a file written, then Ctrl-C
+        Path(filename).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_style(tmp_path / "wave", _net(1), style_name="wave")
+    assert old.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["wave.safetensors"]
+
+
 def test_rewrite_metadata_keeps_the_tensors_bit_identical(tmp_path):
     from safetensors.torch import load_file
 
@@ -332,7 +349,7 @@ def test_list_styles_gives_each_name_its_path_and_origin(tmp_path, monkeypatch):
     user_path = install_style(src, "mine")
     assert user_path == user_styles_dir() / "mine.safetensors"
     save_style(env / "other", _net(), style_name="other")
-    (user_styles_dir() / ".half.0a1b.part").write_bytes(b"")  # an install in progress is not a style
+    (user_styles_dir() / ".half.0a1b.part.safetensors").write_bytes(b"")  # an install in progress is not a style
     monkeypatch.setenv("FASTNST_WEIGHTS", str(env))
     styles = list_styles()
     assert list(styles) == sorted(styles)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fastnst.errors import FastNSTError
+from fastnst.fileio import leftovers
 from fastnst.video import (
     VideoWriter,
     even_pad,
@@ -18,7 +19,6 @@ from fastnst.video import (
     open_input,
     probe,
     read_frames,
-    temp_path,
     write_video,
 )
 
@@ -121,15 +121,16 @@ def test_writer_roundtrip_odd_size_and_atomicity(tmp_path: Path) -> None:
     s = media_stats(out)
     assert s["frames"] == 6 and s["size"] == (46, 32) and s["fps"] == 12
     assert even_pad(frames[0]).shape == (32, 46, 3)
-    assert not temp_path(out).exists()
+    assert leftovers(tmp_path) == []
 
     target = tmp_path / "never.mp4"
     with pytest.raises(RuntimeError), VideoWriter(target, 32, 32, preset="ultrafast") as w:
         for i in range(40):  # past the encoder's look-ahead, so packets reach the temporary file
             w.write(pattern(i, 32, 32))
-        assert temp_path(target).stat().st_size > 0 and not target.exists()
+        assert leftovers(tmp_path) == [w.tmp] and w.tmp.suffix == ".mp4"
+        assert w.tmp.stat().st_size > 0 and not target.exists()
         raise RuntimeError("boom")
-    assert not target.exists() and not temp_path(target).exists()
+    assert not target.exists() and leftovers(tmp_path) == []
 
 
 def test_duplicate_audio_dts_are_nudged(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Every backbone is an ``nn.Module`` taking RGB ``(B,3,H,W)`` float in ``[0,1]`` (its input
 normalisation lives inside) and returning ``{layer: (B,C,H',W')}`` for the requested layers,
-frozen and in eval mode. VGG19 is the default; torchvision's ResNet-50 and EfficientNet-B7 are
+frozen and in eval mode; ``features_at(x, taps)`` returns a subset of them (VGG19 then stops after
+the deepest one). VGG19 is the default; torchvision's ResNet-50 and EfficientNet-B7 are
 offered for comparison (the seed's Table 4.1), reached through torchvision's feature extraction.
 
 Weights, in order: an explicit file (``.pth`` weights-only or ``.safetensors``; for VGG19 also the
@@ -48,6 +49,13 @@ class TorchvisionFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return dict(self.body((x - self.mean.to(x.dtype)) / self.std.to(x.dtype)))
+
+    def features_at(self, x: torch.Tensor, taps: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``{tap: features}`` for ``taps`` (a subset of :attr:`taps`); the traced graph always runs whole."""
+        unknown = [t for t in taps if t not in self.taps]
+        if unknown:
+            raise FastNSTError(f"This feature extractor has no layer(s) {unknown}; it returns {list(self.taps)}.")
+        return {k: v for k, v in self(x).items() if k in taps}
 
 
 def _torchvision_state_dict(weights_enum, weights: str | os.PathLike | None) -> dict[str, torch.Tensor]:
@@ -110,6 +118,7 @@ class BackboneSpec:
     style_layers: tuple[str, ...]
     layers: tuple[str, ...]
     builder: Callable[[Sequence[str], str | os.PathLike | None, str], nn.Module]
+    title: str = ""  # how messages name it ("VGG19"); the registry name when empty
 
     def build(
         self,
@@ -122,24 +131,25 @@ class BackboneSpec:
         """The extractor returning ``layers``, on ``device``, frozen."""
         unknown = [layer for layer in layers if layer not in self.layers]
         if unknown:
-            raise FastNSTError(f"{self.name} has no layer(s) {unknown}; choose from {', '.join(self.layers)}.")
+            raise FastNSTError(f"Unknown {self.title or self.name} layer(s) {unknown}: {self.name} has no layer of "
+                               f"that name; choose from {', '.join(self.layers)}.")
         return self.builder(layers, weights, pool).to(device)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
     "vgg19": BackboneSpec(
         "vgg19", "VGG19 (Simonyan & Zisserman), the classic; Caffe or torchvision ImageNet weights",
-        ("relu4_2",), ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), VGG19_LAYERS, _vgg19,
+        ("relu4_2",), ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), VGG19_LAYERS, _vgg19, "VGG19",
     ),
     "resnet50": BackboneSpec(
         "resnet50", "torchvision ResNet-50 (IMAGENET1K_V1)",
         ("layer2",), ("relu", "layer1", "layer2", "layer3"),
-        ("relu", "maxpool", "layer1", "layer2", "layer3", "layer4"), _resnet50,
+        ("relu", "maxpool", "layer1", "layer2", "layer3", "layer4"), _resnet50, "ResNet-50",
     ),
     "efficientnet_b7": BackboneSpec(
         "efficientnet_b7", "torchvision EfficientNet-B7 (IMAGENET1K_V1), the seed's comparison",
         ("features.3",), ("features.1", "features.2", "features.3", "features.4", "features.6"),
-        tuple(f"features.{i}" for i in range(9)), _efficientnet_b7,
+        tuple(f"features.{i}" for i in range(9)), _efficientnet_b7, "EfficientNet-B7",
     ),
 }
 

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import losses
 from .backbones import get_backbone
 from .devices import pick_device
 from .errors import FastNSTError
 from .images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
 from .options import GatysConfig
+from .perceptual import PerceptualLoss, load_extractor
 
 
 @dataclass
@@ -77,11 +77,53 @@ def match_luminance(style_y: torch.Tensor, content_y: torch.Tensor) -> torch.Ten
 # --- the optimisation -------------------------------------------------------------------------------
 
 
-def _normalised(weights: dict[str, float]) -> dict[str, float]:
-    total = sum(weights.values())
-    if total <= 0:
-        raise FastNSTError("Layer weights must sum to a positive number.")
-    return {k: v / total for k, v in weights.items()}
+def build_loss(cfg: GatysConfig, extractor: nn.Module) -> PerceptualLoss:
+    """The perceptual loss of ``cfg`` (the backbone's default layers where ``cfg`` names none)."""
+    spec = get_backbone(cfg.backbone)
+    return PerceptualLoss(extractor, cfg.content_layers or dict.fromkeys(spec.content_layers, 1.0),
+                          cfg.style_layers or dict.fromkeys(spec.style_layers, 1.0), content_weight=cfg.content_weight,
+                          style_weight=cfg.style_weight, tv_weight=cfg.tv_weight)
+
+
+def initial_image(cfg: GatysConfig, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """The starting pixels ``(1,3,H,W)`` in ``[0,1]`` for ``cfg.init``, ready to optimise."""
+    if cfg.init == "content":
+        x0 = content.clone()
+    elif cfg.init == "noise":
+        x0 = torch.rand(content.shape, generator=torch.Generator(device="cpu").manual_seed(cfg.seed)).to(content)
+    elif cfg.init == "style":
+        x0 = resize_to(style, tuple(content.shape[-2:]))
+    else:
+        raise FastNSTError(f"Unknown init {cfg.init!r}; use content, noise or style.")
+    return x0.clamp(0, 1).contiguous().requires_grad_(True)
+
+
+def make_optimizer(cfg: GatysConfig, x: torch.Tensor) -> torch.optim.Optimizer:
+    if cfg.optimizer == "lbfgs":
+        # max_iter=1: one function evaluation per step, so --steps and the progress bar count
+        # evaluations; the curvature history persists across step() calls.
+        return torch.optim.LBFGS([x], lr=cfg.lr or 1.0, max_iter=1, history_size=50)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam([x], lr=cfg.lr or 0.02)
+    raise FastNSTError(f"Unknown optimizer {cfg.optimizer!r}; use lbfgs or adam.")
+
+
+class _Objective:
+    """The L-BFGS/Adam closure: evaluates the loss at ``x``, back-propagates, keeps the last terms."""
+
+    def __init__(self, loss: PerceptualLoss, targets: dict[str, torch.Tensor], x: torch.Tensor,
+                 optimizer: torch.optim.Optimizer) -> None:
+        self.loss, self.targets, self.x, self.optimizer = loss, targets, x, optimizer
+        self.last: dict[str, float] = {}
+
+    def __call__(self) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        terms = self.loss(self.x, self.targets)
+        total = terms.total
+        total.backward()
+        self.last = {"content": terms.content.item(), "style": terms.style.item(), "tv": terms.tv.item(),
+                     "total": total.item()}
+        return total
 
 
 def stylize_gatys(
@@ -99,70 +141,22 @@ def stylize_gatys(
     """
     from tqdm.auto import tqdm
 
-    spec = get_backbone(cfg.backbone)
-    c_layers = _normalised(cfg.content_layers or dict.fromkeys(spec.content_layers, 1.0))
-    s_layers = _normalised(cfg.style_layers or dict.fromkeys(spec.style_layers, 1.0))
-    blend = list(cfg.style_blend) if cfg.style_blend else [1.0] * len(styles)
-    if len(blend) != len(styles):
-        raise FastNSTError(f"--style-weights has {len(blend)} values for {len(styles)} style images.")
-    if any(b < 0 for b in blend) or sum(blend) <= 0:
-        raise FastNSTError("--style-weights must be non-negative and not all zero.")
-
+    loss = build_loss(cfg, extractor)
     colour_source = content
     if cfg.preserve_color:
         content = luminance(content)
         styles = [match_luminance(luminance(s), content) for s in styles]
-
-    with torch.no_grad():
-        content_targets = {k: v.detach() for k, v in extractor(content).items() if k in c_layers}
-        grams: dict[str, torch.Tensor] = {}
-        for s, w in zip(styles, blend):
-            for k, v in extractor(s).items():
-                if k in s_layers:
-                    g = losses.gram_matrix(v) * (w / sum(blend))
-                    grams[k] = grams[k] + g if k in grams else g
-    c_w = losses.balanced_weights(content_targets, c_layers)
-    s_w = losses.balanced_weights(grams, s_layers)
-
-    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    if cfg.init == "content":
-        x0 = content.clone()
-    elif cfg.init == "noise":
-        x0 = torch.rand(content.shape, generator=generator).to(content)
-    elif cfg.init == "style":
-        x0 = resize_to(styles[0], tuple(content.shape[-2:]))
-    else:
-        raise FastNSTError(f"Unknown init {cfg.init!r}; use content, noise or style.")
-    x = x0.clamp(0, 1).contiguous().requires_grad_(True)
-
-    if cfg.optimizer == "lbfgs":
-        # max_iter=1: one function evaluation per step, so --steps and the progress bar count
-        # evaluations; the curvature history persists across step() calls.
-        opt: torch.optim.Optimizer = torch.optim.LBFGS([x], lr=cfg.lr or 1.0, max_iter=1, history_size=50)
-    elif cfg.optimizer == "adam":
-        opt = torch.optim.Adam([x], lr=cfg.lr or 0.02)
-    else:
-        raise FastNSTError(f"Unknown optimizer {cfg.optimizer!r}; use lbfgs or adam.")
-
+    loss.set_style(styles, list(cfg.style_blend) if cfg.style_blend else [1.0] * len(styles))
+    targets = loss.set_content_reference(content)
+    x = initial_image(cfg, content, styles[0])
+    objective = _Objective(loss, targets, x, make_optimizer(cfg, x))
     history: list[dict[str, float]] = []
-    last: dict[str, float] = {}
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        feats = extractor(x)
-        lc = cfg.content_weight * losses.content_loss(feats, content_targets, c_w)
-        ls = cfg.style_weight * losses.style_loss(feats, grams, s_w)
-        lt = cfg.tv_weight * losses.total_variation(x)
-        total = lc + ls + lt
-        total.backward()
-        last.update(content=lc.item(), style=ls.item(), tv=lt.item(), total=total.item())
-        return total
-
     bar = tqdm(range(cfg.steps), desc="gatys", disable=not progress, dynamic_ncols=True)
     for step in bar:
-        opt.step(closure)
+        objective.optimizer.step(objective)
         with torch.no_grad():
             x.clamp_(0, 1)
+        last = objective.last
         if not np.isfinite(last["total"]):
             raise FastNSTError("The optimisation diverged (loss is not finite); lower --lr or --style-weight.")
         history.append(dict(last))
@@ -170,7 +164,6 @@ def stylize_gatys(
         if callback is not None:
             callback(step + 1, x.detach())
     bar.close()
-
     out = x.detach()
     if cfg.preserve_color:
         yiq = rgb_to_yiq(colour_source)
@@ -199,10 +192,10 @@ def run_gatys_files(
     content = resize_to(to_tensor(read_image(content_path), dev), cfg.size)
     styles = [resize_to(to_tensor(read_image(p), dev), cfg.size) for p in style_paths]
 
-    spec = get_backbone(cfg.backbone)
     if extractor is None:
+        spec = get_backbone(cfg.backbone)
         layers = list(cfg.content_layers or spec.content_layers) + list(cfg.style_layers or spec.style_layers)
-        extractor = spec.build(layers, weights=weights, pool=cfg.pool, device=dev)
+        extractor = load_extractor(layers, backbone=cfg.backbone, weights=weights, pool=cfg.pool, device=dev)
 
     frames: list[tuple[int, np.ndarray]] = []
 

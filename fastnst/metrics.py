@@ -30,7 +30,6 @@ an encoded video) and are compared as ``(1,3,H,W)`` float in ``[0,1]`` on the ch
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -44,9 +43,11 @@ import torch
 
 from .devices import pick_device
 from .errors import FastNSTError
+from .fileio import atomic_path, put_label, read_training_log, write_json
 from .flow import dis_flow, flow_to_tensor, forward_backward_mask, warp
 from .images import contact_sheet, read_image, resize_to, to_tensor, write_image
 from .losses import gram_matrix, style_distance
+from .perceptual import blend_grams, load_extractor
 
 STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
@@ -149,13 +150,8 @@ def format_report(report: EvalReport) -> str:
 
 def save_report(reports: EvalReport | Sequence[EvalReport], path: str | os.PathLike) -> Path:
     """Write one report (a JSON object) or several (a JSON list) atomically."""
-    path = Path(path)
     data = reports.to_dict() if isinstance(reports, EvalReport) else [r.to_dict() for r in reports]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json(path, data)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,10 +252,9 @@ def pair_flow(prev_rgb: Frame, next_rgb: Frame, flow_fn: FlowFn = dis_flow, *,
 
 
 def style_targets(vgg: torch.nn.Module, style: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Gram matrices ``{layer: (1,C,C)}`` of a ``(1,3,H,W)`` style image at :data:`STYLE_LAYERS`."""
-    with torch.no_grad():
-        feats = vgg(style)
-    return {k: gram_matrix(feats[k]) for k in STYLE_LAYERS}
+    """Gram matrices ``{layer: (1,C,C)}`` of a ``(1,3,H,W)`` style image in ``[0,1]`` at
+    :data:`STYLE_LAYERS` (the style targets of :mod:`fastnst.perceptual`)."""
+    return blend_grams(vgg, [style], STYLE_LAYERS)
 
 
 def frame_style_distance(features: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> float:
@@ -337,28 +332,8 @@ def error_heatmap(rows: Sequence[tuple[str, torch.Tensor, torch.Tensor]], flow_f
     bar = np.full((40, sheet.shape[1], 3), 255, np.uint8)
     bar[4:18, 4:4 + bar_w] = cv2.applyColorMap(ramp, cv2.COLORMAP_INFERNO)[:, :, ::-1]
     for text, x in (("0", 4), (f"{vmax:.3g} (mean sq. RGB error)  grey = untrusted (occluded/boundary)", 40)):
-        cv2.putText(bar, text, (x, 34), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        put_label(bar, text, (x, 34), scale=0.4, color=(0, 0, 0), outline=None)
     return np.vstack([sheet, bar])
-
-
-def read_training_log(path: str | os.PathLike) -> list[dict]:
-    """Rows of a training ``log.jsonl`` (a run folder is accepted too); malformed lines are skipped."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "log.jsonl"
-    if not path.is_file():
-        raise FastNSTError(f"Training log {path} does not exist.")
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a run killed mid-write leaves a partial last line
-        if isinstance(row, dict) and "step" in row:
-            rows.append(row)
-    if not rows:
-        raise FastNSTError(f"{path} holds no training log rows (JSON lines with a 'step' field).")
-    return rows
 
 
 LOSS_FIELDS: tuple[str, ...] = ("total", "content", "style", "tv", "temporal", "images_per_s")
@@ -399,10 +374,8 @@ def plot_loss_curves(logs: str | os.PathLike | Sequence[str | os.PathLike], outp
         if len(runs) > 1:
             ax.legend(fontsize=7)
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.part")
-    fig.savefig(tmp, format="png")
-    tmp.replace(output)
+    with atomic_path(output) as tmp:
+        fig.savefig(tmp, format="png")
     return output
 
 
@@ -475,9 +448,7 @@ def _safe_name(name: str) -> str:
 
 def _load_vgg(weights: str | os.PathLike | None, device: torch.device) -> torch.nn.Module:
     """The real VGG19 with :data:`EVAL_TAPS` (explicit file, else the cache, else torchvision's download)."""
-    from .vgg import load_vgg19
-
-    return load_vgg19(EVAL_TAPS, weights=weights, device=device)
+    return load_extractor(EVAL_TAPS, weights=weights, device=device)
 
 
 @dataclass

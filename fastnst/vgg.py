@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .errors import FastNSTError
+from .fileio import atomic_path
 
 # Names of torchvision.models.vgg19().features, index by index.
 VGG19_LAYERS: tuple[str, ...] = (
@@ -155,11 +156,22 @@ class VGG19Features(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.features_at(x, self.taps)
+
+    def features_at(self, x: torch.Tensor, taps: Iterable[str]) -> dict[str, torch.Tensor]:
+        """``{tap: (B,C,H',W')}`` for ``taps`` only (any layer up to the deepest built one), running the
+        network only as deep as the deepest of them: content targets need relu2_2, under a third of a
+        relu5_1 pass. ``x`` is ``(B,3,H,W)`` RGB float in ``[0,1]``."""
+        wanted = tuple(dict.fromkeys(taps))
+        unknown = [t for t in wanted if t not in self.names]
+        if not wanted or unknown:
+            raise FastNSTError(f"This VGG19 stops at {self.names[-1]}: it has no layer(s) {unknown or '(none asked)'}.")
+        depth = max(self.names.index(t) for t in wanted) + 1
         out: dict[str, torch.Tensor] = {}
         h = self.normalize(x)
-        for name, layer in zip(self.names, self.layers):
+        for name, layer in zip(self.names[:depth], self.layers[:depth]):
             h = layer(h)
-            if name in self.taps:
+            if name in wanted:
                 out[name] = h
         return out
 
@@ -219,12 +231,10 @@ def save_weights(weights: VGGWeights, path: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
     tensors = {k: v.contiguous() for k, v in weights.state_dict.items()}
-    save_file(tensors, str(tmp), metadata={"format": "fastnst-vgg19", "preprocessing": weights.preprocessing,
-                                           "source": weights.source})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "fastnst-vgg19", "preprocessing": weights.preprocessing,
+                                               "source": weights.source})
     return path
 
 
@@ -323,19 +333,15 @@ def _md5(path: Path) -> str:
 def fetch_torchvision(*, timeout: float = 15.0) -> VGGWeights:
     """Download torchvision's IMAGENET1K_V1 VGG19 into its hub cache and check the hash prefix."""
     dest = torch_hub_checkpoint()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(TORCHVISION_URL, timeout=timeout) as r, open(tmp, "wb") as f:
-            shutil.copyfileobj(r, f, length=1 << 20)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise FastNSTError(f"download.pytorch.org is unreachable ({exc}).") from exc
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    if not digest.startswith(TORCHVISION_FILE.split("-")[1].split(".")[0]):
-        tmp.unlink(missing_ok=True)
-        raise FastNSTError("The downloaded VGG19 file failed its hash check; try again.")
-    tmp.replace(dest)
+    with atomic_path(dest) as tmp:  # a failed download or hash check leaves nothing behind
+        try:
+            with urllib.request.urlopen(TORCHVISION_URL, timeout=timeout) as r, open(tmp, "wb") as f:
+                shutil.copyfileobj(r, f, length=1 << 20)
+        except OSError as exc:
+            raise FastNSTError(f"download.pytorch.org is unreachable ({exc}).") from exc
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        if not digest.startswith(TORCHVISION_FILE.split("-")[1].split(".")[0]):
+            raise FastNSTError("The downloaded VGG19 file failed its hash check; try again.")
     return load_weights_file(dest)
 
 

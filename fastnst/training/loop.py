@@ -42,11 +42,12 @@ from torch import nn
 from .. import losses
 from ..devices import autocast, cpu_has_native_bf16, cuda_has_native_bf16
 from ..errors import FastNSTError
+from ..fileio import atomic_path, read_log_rows, write_json, write_log_rows
 from ..flow import warp
 from ..images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
 from ..models import PRESETS, Arch, TransformerNet
+from ..perceptual import PerceptualLoss, load_extractor, normalise_weights
 from ..styles import load_style_file, save_style
-from ..vgg import VGG19Features, load_vgg19
 from . import dist
 from .config import TrainConfig, parse_config
 from .data import (
@@ -131,50 +132,16 @@ def amp_dtype(mode: str, device: torch.device) -> tuple[torch.dtype | None, str]
     return torch.bfloat16, note
 
 
-def normalised(weights: Mapping[str, float], what: str) -> dict[str, float]:
-    total = sum(weights.values())
-    if not weights or total <= 0 or any(v < 0 for v in weights.values()):
-        raise FastNSTError(f"The {what} layer weights must be non-negative and sum to a positive number.")
-    return {k: v / total for k, v in weights.items()}
+def build_loss_network(cfg: TrainConfig, taps: Sequence[str], device: torch.device) -> nn.Module:
+    """The VGG19 returning ``taps``: real weights (``cfg.vgg_weights`` or the cache), or for
+    ``vgg_weights="random"`` a seeded random VGG19 with torchvision preprocessing (tests: no download)."""
+    return load_extractor(taps, weights=cfg.vgg_weights or None, device=device)
 
 
-def build_loss_network(cfg: TrainConfig, taps: Sequence[str], device: torch.device) -> VGG19Features:
-    """Real VGG19 weights (explicit file or the cache), or ``vgg_weights="random"``: a seeded random
-    VGG19 with torchvision preprocessing — for tests, where no weights may be downloaded."""
-    if cfg.vgg_weights == "random":
-        return VGG19Features(taps, seed=0).to(device)
-    return load_vgg19(taps, weights=cfg.vgg_weights or None, device=device)
-
-
-def features_upto(vgg: nn.Module, x: torch.Tensor, taps: Sequence[str]) -> dict[str, torch.Tensor]:
-    """``vgg(x)`` restricted to ``taps``, run only as deep as the deepest of them (content targets
-    need relu2_2 only: under a third of the full relu4_3 pass)."""
-    names = getattr(vgg, "names", None)
-    if names is None:
-        return {k: v for k, v in vgg(x).items() if k in taps}
-    depth = max(names.index(t) for t in taps) + 1
-    h = vgg.normalize(x)
-    out: dict[str, torch.Tensor] = {}
-    for name, layer in zip(names[:depth], vgg.layers[:depth]):
-        h = layer(h)
-        if name in taps:
-            out[name] = h
-    return out
-
-
-@torch.no_grad()
-def style_grams(paths: Sequence[str], vgg: nn.Module, taps: Sequence[str], size: int,
-                device: torch.device) -> dict[str, torch.Tensor]:
-    """Mean Gram matrices ``{tap: (1,C,C)}`` of the style image(s), each resized to longer side ``size``."""
-    grams: dict[str, torch.Tensor] = {}
-    for p in paths:
-        img = to_tensor(read_image(p), device)
-        if size > 0:
-            img = resize_to(img, size)
-        for k, v in features_upto(vgg, img, taps).items():
-            g = losses.gram_matrix(v) / len(paths)
-            grams[k] = grams[k] + g if k in grams else g
-    return grams
+def read_style_images(paths: Sequence[str], size: int, device: torch.device) -> list[torch.Tensor]:
+    """The style images as ``(1,3,H,W)`` in ``[0,1]`` on ``device``, longer side ``size`` (0: as they are)."""
+    images = [to_tensor(read_image(p), device) for p in paths]
+    return [resize_to(img, size) for img in images] if size > 0 else images
 
 
 @torch.no_grad()
@@ -221,11 +188,11 @@ def plot_loss_curve(history: Sequence[Mapping[str, float]], path: Path, title: s
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -246,10 +213,8 @@ def save_checkpoint(path: Path, *, step: int, seconds: float, net: nn.Module, op
         "world": world,
         "rng": {"torch": torch.get_rng_state()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 
@@ -283,29 +248,6 @@ def init_weights(net: TransformerNet, path: Path, arch: Arch, preset: str) -> No
         require_arch(path, Arch.from_dict(ckpt["arch"]), ckpt.get("preset"), arch, preset)
         state = ckpt["model"]
     net.load_state_dict(state)  # copies into net's own dtype (shipped models are fp16)
-
-
-def read_log(path: Path, upto_step: int) -> list[dict]:
-    """Records of ``log.jsonl`` with ``step ≤ upto_step`` (later ones belong to a run that crashed
-    after its last checkpoint and will be redone)."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-        if rec.get("step", math.inf) <= upto_step:
-            out.append(rec)
-    return out
-
-
-def write_log(path: Path, records: Sequence[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)
 
 
 def run_paths(cfg: TrainConfig, preset: str) -> tuple[str, Path, Path]:
@@ -476,24 +418,22 @@ class _Trainer:
         self.sample_labels = [p.stem[:18] + (" (val)" if val_photos else " (train)") for p in self.shown]
 
     def _setup_loss(self, loss_net: nn.Module | None) -> None:
-        """Loss network and the targets fixed for the whole run (style Grams, balanced layer weights)."""
+        """The perceptual loss with the targets fixed for the whole run: the style Grams (mean over the
+        style images) and the content weights balanced on reference photos."""
         cfg, device = self.cfg, self.device
-        self.c_layers = normalised(cfg.content_layers, "content")
-        s_layers = normalised(cfg.style_layers, "style")
-        taps = list(dict.fromkeys([*self.c_layers, *s_layers]))
-        vgg = loss_net if loss_net is not None else build_loss_network(cfg, taps, device)
-        self.vgg = vgg.to(device=device, memory_format=self.memory_format).eval()
-        self.vgg.requires_grad_(False)
-        self.grams = style_grams(cfg.style, self.vgg, list(s_layers), cfg.style_size, device)
-        with torch.no_grad():
-            if self.shown:
-                refs = torch.cat([to_tensor(center_square(read_image(p), cfg.image_size), device)
-                                  for p in self.shown])
-            else:  # only video pairs: their first frames are the reference
-                refs = torch.stack([self.dataset[k]["frame1"] for k in range(min(4, len(self.dataset)))]).to(device)
-            ref_feats = features_upto(self.vgg, refs, list(self.c_layers))
-        self.c_w = losses.balanced_weights(ref_feats, self.c_layers)
-        self.s_w = losses.balanced_weights(self.grams, s_layers)
+        content_layers = normalise_weights(cfg.content_layers, "content")
+        style_layers = normalise_weights(cfg.style_layers, "style")
+        if loss_net is None:
+            loss_net = build_loss_network(cfg, list(dict.fromkeys([*content_layers, *style_layers])), device)
+        self.loss = PerceptualLoss(loss_net, content_layers, style_layers, content_weight=cfg.content_weight,
+                                   style_weight=cfg.style_weight, tv_weight=cfg.tv_weight)
+        self.loss.to(device, memory_format=self.memory_format)
+        self.loss.set_style(read_style_images(cfg.style, cfg.style_size, device))
+        if self.shown:
+            refs = torch.cat([to_tensor(center_square(read_image(p), cfg.image_size), device) for p in self.shown])
+        else:  # only video pairs: their first frames are the reference
+            refs = torch.stack([self.dataset[k]["frame1"] for k in range(min(4, len(self.dataset)))]).to(device)
+        self.loss.set_content_reference(refs)
 
     def restore(self) -> None:
         """Continue from the resumed checkpoint (weights, optimiser, scaler, RNG, log) or ``--init``."""
@@ -507,7 +447,7 @@ class _Trainer:
                 self.scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["rng"]["torch"])
             self.start_step, self.seconds0 = int(state["step"]), float(state.get("seconds", 0.0))
-            self.history = read_log(self.log_path, self.start_step)
+            self.history = read_log_rows(self.log_path, self.start_step)
             _note(self.info, f"resuming {self.resume_path} at step {self.start_step}")
         elif cfg.init:
             init_weights(self.net, Path(cfg.init), self.arch, self.preset)
@@ -519,8 +459,8 @@ class _Trainer:
         cfg, info, device = self.cfg, self.info, self.device
         if info.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_log(self.log_path, self.history)
-            (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+            write_log_rows(self.log_path, self.history)
+            write_json(self.out_dir / "config.json", cfg.to_dict())
         self.model: nn.Module = self.net
         if info.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -608,12 +548,7 @@ class _Trainer:
         else:
             y1 = self.model(x1)
             x_p, y_p = x1, y1
-        feats = self.vgg(y_p)
-        with torch.no_grad():
-            targets = features_upto(self.vgg, x_p, list(self.c_layers))
-        l_content = cfg.content_weight * losses.content_loss(feats, targets, self.c_w)
-        l_style = cfg.style_weight * losses.style_loss(feats, self.grams, self.s_w)
-        l_tv = cfg.tv_weight * losses.total_variation(y_p)
+        l_content, l_style, l_tv = self.loss(y_p, self.loss.content_targets(x_p))
         if self.temporal:
             warped, _ = warp(y1, flow)
             l_temporal = cfg.temporal_weight * losses.temporal_loss(y2, warped, mask)

@@ -18,7 +18,7 @@ from . import __version__
 from .argtypes import HelpFormatter
 from .errors import FastNSTError
 from .options import (
-    DEFAULT_TRANSITION,
+    DEFAULT_TRANSITION,  # noqa: F401 - kept here for callers (and a test) that read it from the CLI
     EvalOptions,
     GatysOptions,
     StylizeOptions,

@@ -14,6 +14,7 @@ keyword arguments (``stylize_video(..., work_size=64)``).
 from __future__ import annotations
 
 import argparse
+import functools
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -257,7 +258,7 @@ class GatysConfig:
         "transfer style to luminance only, keep the content's colours"))
     save_every: int = field(default=0, metadata=_h(
         "write an intermediate image every N steps, plus a contact sheet"))
-    seed: int = field(default=0, metadata=_h("random seed (noise start)"))
+    seed: int = field(default=0, metadata=_h("random seed"))
     backbone: str = field(default="vgg19", metadata=_h("feature extractor (see `fastnst backbones`)"))
     pool: str = field(default="max", metadata=_h("VGG pooling", choices=("max", "avg")))
 
@@ -282,6 +283,9 @@ class GatysOptions:
 # --------------------------------------------------------------------------------------------------
 
 
+_type_hints = functools.cache(typing.get_type_hints)  # a command's parser is built more than once in tests
+
+
 def _scalar_type(hint: Any) -> type | None:
     """``int`` for ``int`` or ``int | None``; None for anything else (bool, lists, unions of two types)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -300,6 +304,8 @@ def _add_field(target: Any, f: Any, hint: Any, default: Any, help_prefix: str) -
     else:
         names = [n for n in (short, flag or "--" + f.name.replace("_", "-")) if n]
         kwargs.update(dest=f.name, default=default)
+        if flag and not {"metavar", "action", "choices"} & set(kwargs) and hint is not bool:
+            kwargs["metavar"] = flag.lstrip("-").replace("-", "_").upper()  # not the field's name
     if "action" not in kwargs and "type" not in kwargs:
         if hint is bool:
             kwargs["action"] = "store_true"
@@ -313,7 +319,7 @@ def add_options(parser: argparse.ArgumentParser, options: Any, *, _target: Any =
     """Add one command-line option per field of ``options`` (an options dataclass or an instance,
     whose values become the defaults), nested option dataclasses included; returns ``parser``."""
     instance = options() if isinstance(options, type) else options
-    hints = typing.get_type_hints(type(instance))
+    hints = _type_hints(type(instance))
     target = _target or parser
     for f in fields(instance):
         value = getattr(instance, f.name)

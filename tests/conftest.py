@@ -138,3 +138,41 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Styles made in the tests: tiny networks; "flat" ones paint every pixel one colour, so which style
+# (or which mixture of styles) produced a frame can be read off its pixels
+
+DARK, BRIGHT = 0.2, 0.8  # the grey levels the two flat test styles paint
+
+
+def flat_style(path: Path, level: float | tuple[float, float, float]) -> Path:
+    """A tiny style whose last convolution has zero weights and ``level`` (grey or RGB in [0,1]) as bias."""
+    from fastnst.models import Arch, TransformerNet
+    from fastnst.styles import save_style
+
+    torch.manual_seed(0)
+    net = TransformerNet(Arch((8, 8, 8), 1))
+    last = net.decoder[-1].conv
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor(level if isinstance(level, tuple) else (level,) * 3))
+    return save_style(path, net, style_name=path.stem, preset="custom")
+
+
+@pytest.fixture(scope="module")
+def flats(tmp_path_factory) -> tuple[Path, Path]:
+    """``(dark, bright)``: two flat style files painting :data:`DARK` and :data:`BRIGHT` grey."""
+    folder = tmp_path_factory.mktemp("flats")
+    return flat_style(folder / "dark.safetensors", DARK), flat_style(folder / "bright.safetensors", BRIGHT)
+
+
+@pytest.fixture(scope="module")
+def textured(tmp_path_factory) -> Path:
+    """A tiny style file with random weights (its output has texture)."""
+    from fastnst.models import Arch, TransformerNet
+    from fastnst.styles import save_style
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("textured") / "tex.safetensors"
+    return save_style(path, TransformerNet(Arch((8, 8, 8), 1)), style_name="tex", preset="custom")

@@ -1,13 +1,16 @@
-"""Style timeline: time and spec parsing, schedule validation and files, per-frame mixes, blending."""
+"""Style timeline: time and spec parsing, schedule validation and files, per-frame mixes, blending;
+the errors a schedule raises on the command line."""
 
 from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from fastnst import cli
 from fastnst.errors import FastNSTError
 from fastnst.timeline import (
     Entry,
@@ -21,6 +24,8 @@ from fastnst.timeline import (
     parse_time,
     stack_mixes,
 )
+
+from .conftest import make_video
 
 
 @pytest.mark.parametrize("text, seconds", [("4", 4.0), ("8.5", 8.5), (".5", 0.5), ("1:30", 90.0),
@@ -231,3 +236,51 @@ def test_fader_crossfades_and_restarts_from_current_mix():
     assert f.at(11.0) == Mix({"c": 1.0}, 0.0)
     with pytest.raises(FastNSTError, match="between 0 and 1"):
         f.set(12.0, strength=2.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# On the command line: one sentence, exit 2, nothing written
+# --------------------------------------------------------------------------------------------------
+
+
+def test_cli_default_transition_matches_the_library() -> None:
+    from fastnst.timeline import DEFAULT_TRANSITION
+
+    assert cli.DEFAULT_TRANSITION == DEFAULT_TRANSITION
+
+
+@pytest.fixture(scope="module")
+def two_seconds(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("video") / "in.mp4", w=32, h=24, n=20, fps=10)  # 2 s
+
+
+@pytest.mark.parametrize("case, message", [
+    ("overlap", "overlap"),
+    ("unknown", "Unknown style"),
+    ("past_end", "past the end"),
+    ("negative", "negative"),
+    ("malformed_json", "not valid JSON"),
+    ("malformed_toml", "not valid TOML"),
+    ("bad_entry", "needs a 'start'"),
+    ("schedule_and_style", "not both"),
+    ("first_not_at_zero", "must start at 0"),
+])
+def test_cli_schedule_errors(tmp_path: Path, flats, two_seconds: Path, capsys, case: str, message: str) -> None:
+    a, b = str(flats[0]), str(flats[1])
+    args = {
+        "overlap": ["--style", a, "--style", f"{b}@0.8", "--style", f"{a}@1.4", "--transition", "1"],
+        "unknown": ["--style", a, "--style", "no_such_style@1"],
+        "past_end": ["--style", a, "--style", f"{b}@0:05"],
+        "negative": ["--style", a, "--style", f"{b}@-1"],
+        "malformed_json": ["--schedule", str(_write(tmp_path, "broken.json", '{"styles": ['))],
+        "malformed_toml": ["--schedule", str(_write(tmp_path, "bad.toml", "styles = [["))],
+        "bad_entry": ["--schedule", str(_write(tmp_path, "no_start.json", json.dumps([{"style": a}, {"style": b}])))],
+        "schedule_and_style": ["--style", a, "--schedule", str(_write(tmp_path, "good.json", json.dumps([{"style": a}])))],
+        "first_not_at_zero": ["--style", f"{a}@1"],
+    }[case]
+    out = tmp_path / "out" / "result.mp4"
+    rc = cli.main(["stylize", str(two_seconds), "-o", str(out), "-q", "--device", "cpu", *args])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("fastnst: error: ") and err.count("\n") == 1 and message in err
+    assert not out.exists() and not out.parent.exists()

@@ -1,0 +1,201 @@
+"""Several styles on one frame stream (fastnst.mixer): per-frame blends, strength, colour preservation,
+planning before loading; the same controls on the command line and live at the webcam."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastnst import cli
+from fastnst.color import rgb_to_yiq
+from fastnst.errors import FastNSTError
+from fastnst.images import read_image, write_image
+from fastnst.mixer import Mixer, build_mixer, check_strength, plan_styles, scale_strength
+from fastnst.pipeline import Stylizer, stylize_path
+from fastnst.timeline import Mix, Schedule
+from fastnst.video import read_frames
+from fastnst.webcam import LiveMix, ViewState, handle_key, run_webcam
+
+from .conftest import BRIGHT, DARK, flat_style, make_video, pattern, smooth_image
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def flat_mixer(flats) -> Mixer:
+    return Mixer({"dark": Stylizer(flats[0], device="cpu"), "bright": Stylizer(flats[1], device="cpu")})
+
+
+# --------------------------------------------------------------------------------------------------
+# The Mixer on its own
+# --------------------------------------------------------------------------------------------------
+
+
+def test_each_frame_of_a_batch_gets_its_own_blend_and_strength(flat_mixer: Mixer) -> None:
+    img = pattern(0, 24, 32)
+    frames = torch.from_numpy(np.stack([img] * 4))
+    mixes = [Mix({"dark": 1.0}), Mix({"dark": 0.25, "bright": 0.75}), Mix({"bright": 1.0}),
+             Mix({"bright": 1.0}, 0.5)]
+    out = flat_mixer.stylize_uint8(frames, mixes).numpy().astype(float)
+    assert out.shape == (4, 24, 32, 3)
+    levels = [255 * DARK, 255 * (0.25 * DARK + 0.75 * BRIGHT), 255 * BRIGHT]
+    assert np.abs(out[:3].mean(axis=(1, 2, 3)) - levels).max() < 1.0
+    assert np.abs(out[3] - (img + 255 * BRIGHT) / 2).max() <= 1.0  # half strength: halfway to the input
+
+
+def test_mixer_shares_the_first_styles_working_resolution(flats) -> None:
+    a, b = Stylizer(flats[0], device="cpu", work_size=48), Stylizer(flats[1], device="cpu", work_size=96)
+    Mixer({"a": a, "b": b})
+    assert b.work_size == a.work_size == 48 and b.scale == a.scale
+
+
+def test_mixer_refusals(flat_mixer: Mixer) -> None:
+    img = pattern(0, 16, 16)
+    with pytest.raises(FastNSTError, match="'other' was not loaded"):
+        flat_mixer(img, Mix({"dark": 0.5, "other": 0.5}))
+    with pytest.raises(ValueError, match="2 mixes for a batch of 1"):
+        flat_mixer.stylize_batch(torch.rand(1, 3, 16, 16), [Mix({"dark": 1.0})] * 2)
+    with pytest.raises(FastNSTError, match="uint8"):
+        flat_mixer(img.astype(np.float32), Mix({"dark": 1.0}))
+    with pytest.raises(FastNSTError, match="at least one style"):
+        Mixer({})
+
+
+def test_strength_checks_and_scaling() -> None:
+    assert check_strength("0.25") == 0.25 and check_strength(1) == 1.0
+    for bad in (1.5, -0.1, float("nan"), "strong"):
+        with pytest.raises(FastNSTError, match="--strength"):
+            check_strength(bad)
+    sched = Schedule.single("a", strength=0.8)
+    assert scale_strength(sched, 1.0) is sched
+    assert scale_strength(sched, 0.5).at(0).strength == pytest.approx(0.4)
+
+
+def test_build_mixer_loads_each_style_once_and_keeps_ready_ones(flats) -> None:
+    ready = Stylizer(flats[1], device="cpu")
+    mixer = build_mixer([str(flats[0]), "b", str(flats[0])], {"b": ready}, device="cpu")
+    assert mixer.names == [str(flats[0]), "b"] and mixer.stylizers["b"] is ready
+
+
+def test_single_style_output_is_unchanged_by_the_mixer(textured: Path) -> None:
+    img = pattern(3, 40, 52)
+    mixer = Mixer({"t": Stylizer(textured, device="cpu")})
+    assert np.array_equal(mixer(img, Mix({"t": 1.0})), Stylizer(textured, device="cpu")(img))
+
+
+# --------------------------------------------------------------------------------------------------
+# Strength, colour preservation, blends (images, API and CLI)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_strength_zero_returns_the_input(tmp_path: Path, textured: Path) -> None:
+    img = smooth_image(45, 61)
+    src = write_image(tmp_path / "in.png", img)
+    out = tmp_path / "out.png"
+    assert cli.main(["stylize", str(src), "-o", str(out), "--style", str(textured), "--strength", "0", "-q",
+                     "--device", "cpu", "--work-size", "32"]) == 0
+    assert np.abs(read_image(out).astype(int) - img).max() <= 1
+    full = Stylizer(textured, device="cpu", work_size=32)(img).astype(float)
+    half = stylize_path(src, tmp_path / "half.png", textured, strength=0.5, device="cpu", work_size=32,
+                        progress=False)
+    # halfway between the input and the full style, to rounding
+    assert np.abs(read_image(half.outputs[0]) - (img + full) / 2).max() <= 1.0
+    # on tensors too, frame by frame within a batch
+    mixer = Mixer({"t": Stylizer(textured, device="cpu", work_size=32)})
+    x = torch.from_numpy(np.stack([img, img]))
+    y = mixer.stylize_uint8(x, [Mix({"t": 1.0}, 0.0), Mix({"t": 1.0}, 1.0)])
+    assert np.abs(y[0].numpy().astype(int) - img).max() <= 1
+    assert np.abs(y[1].numpy().astype(float) - full).max() <= 1
+
+
+def _chroma(img: np.ndarray) -> np.ndarray:
+    return rgb_to_yiq(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255)[0, 1:].numpy()
+
+
+def test_preserve_color_keeps_the_input_chroma(tmp_path: Path) -> None:
+    red = flat_style(tmp_path / "red.safetensors", (0.9, 0.2, 0.1))
+    img = (64 + smooth_image(40, 56) // 2).astype(np.uint8)  # in gamut under any luminance nearby
+    src = write_image(tmp_path / "in.png", img)
+    kept, styled = tmp_path / "kept.png", tmp_path / "styled.png"
+    base = ["--style", str(red), "-q", "--device", "cpu"]
+    assert cli.main(["stylize", str(src), "-o", str(kept), "--preserve-color", *base]) == 0
+    assert cli.main(["stylize", str(src), "-o", str(styled), *base]) == 0
+    k, s = read_image(kept), read_image(styled)
+    # chroma: the input's, to 8-bit rounding (and out-of-gamut clamps), where the style's is far off
+    assert np.abs(_chroma(k) - _chroma(img)).mean() < 0.01
+    assert np.abs(_chroma(s) - _chroma(img)).mean() > 0.1
+    # luminance: the style's
+    luma = lambda a: rgb_to_yiq(torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255)[0, 0].numpy()
+    assert np.abs(luma(k) - luma(s)).mean() < np.abs(luma(img) - luma(s)).mean() / 4
+
+
+def test_blend_on_the_command_line(tmp_path: Path, flats) -> None:
+    src = write_image(tmp_path / "in.png", pattern(0, 24, 32))
+    out = tmp_path / "blend.png"
+    spec = f"{flats[0]}:0.25,{flats[1]}:0.75"
+    assert cli.main(["stylize", str(src), "-o", str(out), "--style", spec, "-q", "--device", "cpu"]) == 0
+    assert abs(read_image(out).astype(float).mean() - 255 * (0.25 * DARK + 0.75 * BRIGHT)) < 1.0
+
+
+def test_plan_styles_checks_before_loading(tmp_path: Path, textured: Path) -> None:
+    with pytest.raises(FastNSTError, match="not both"):
+        plan_styles(str(textured), Schedule.single(str(textured)))
+    with pytest.raises(FastNSTError, match="Unknown style 'nope'"):
+        plan_styles(None, Schedule.from_cli([str(textured), "nope@2"]))
+    sched, ready = plan_styles(Stylizer(textured, device="cpu"), strength=0.5)
+    assert list(ready) == ["tex"] and sched.at(0).strength == 0.5
+    with pytest.raises(FastNSTError, match="strength"):
+        check_strength(1.5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Live at the webcam: cross-fading keys and strength keys (fastnst.webcam's LiveMix over a Mixer)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_strength_keys_step_and_clamp() -> None:
+    s = ViewState(n_styles=2, strength=0.9)
+    handle_key(s, ord("+"))
+    assert s.strength == 1.0
+    handle_key(s, ord("="))  # the + key without shift
+    assert s.strength == 1.0
+    for _ in range(3):
+        handle_key(s, ord("-"))
+    assert s.strength == pytest.approx(0.7)
+    for _ in range(12):
+        handle_key(s, ord("_"))
+    assert s.strength == 0.0
+
+
+def test_style_keys_crossfade_instead_of_cutting() -> None:
+    state = ViewState(n_styles=2)
+    live = LiveMix([(("a", 1.0),), (("b", 1.0),)], state, fade=0.5)
+    assert live.at(10.0).weights == {"a": 1.0}
+    handle_key(state, ord("n"))
+    assert live.at(10.0).weights == {"a": 1.0}  # the fade starts when the change is seen
+    half = live.at(10.25)
+    assert half.weights == pytest.approx({"a": 0.5, "b": 0.5})
+    handle_key(state, ord("-"))  # strength changes fade too, from where the blend is
+    mid = live.at(10.5)
+    assert mid.weights == {"b": 1.0} and mid.strength == pytest.approx(1.0)
+    assert live.at(10.75).strength == pytest.approx(0.95) and live.at(11.0).strength == pytest.approx(0.9)
+
+
+def test_webcam_strength_and_preserve_color(tmp_path: Path, flats, textured: Path) -> None:
+    src = make_video(tmp_path / "cam.mp4", w=40, h=32, n=6, fps=30, audio=None)
+    rec = tmp_path / "rec.mkv"
+    res = run_webcam([f"{flats[0]}:0.5,{flats[1]}:0.5", textured], camera=str(src), device="cpu", show=False,
+                     record=rec, max_size=None, realtime=False, strength=0.0, preserve_color=True, stabilize=0,
+                     threads=1)
+    assert res.frames == 6
+    got, inputs = list(read_frames(rec)), list(read_frames(src))
+    # strength 0: the input, to the recording's lossy encoding (the styles would be ~60 levels off)
+    assert len(got) == 6 and np.abs(got[3].astype(float) - inputs[3]).mean() < 6
+    argv = ["webcam", "--camera", str(src), "--no-window", "--max-frames", "2", "--device", "cpu", "--threads", "1",
+            "--style", f"{flats[0]}:0.5,{flats[1]}:0.5", "--strength", "0.5", "--preserve-color", "--fade", "0.2"]
+    assert cli.main(argv) == 0
+    with pytest.raises(FastNSTError, match="Unknown style"):
+        run_webcam(["no_such_style"], camera=str(src), show=False)

@@ -26,6 +26,7 @@ and the final model is made from it and installed before the command exits (code
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import re
@@ -37,7 +38,7 @@ import tempfile
 import threading
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,9 +255,10 @@ class BudgetClock(threading.Event):
     which records the step times; :meth:`watch` (a thread) sets the event once the time left is what
     one more step plus :meth:`reserve` needs, and refreshes the progress bar."""
 
-    def __init__(self, deadline: float, finish_seconds: float, finish_steps: float) -> None:
+    def __init__(self, deadline: float, finish_seconds: float, finish_steps: float, *,
+                 now: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self.deadline = deadline
+        self.deadline, self.now = deadline, now  # ``now``: a fake clock in tests
         self.finish_seconds, self.finish_steps = finish_seconds, finish_steps
         self.step_ends: list[float] = []
         self.budget_hit = False
@@ -264,7 +266,7 @@ class BudgetClock(threading.Event):
         self._done = threading.Event()
 
     def is_set(self) -> bool:  # the trainer's poll, after each step
-        self.step_ends.append(time.monotonic())
+        self.step_ends.append(self.now())
         return super().is_set()
 
     @property
@@ -272,22 +274,28 @@ class BudgetClock(threading.Event):
         return len(self.step_ends)
 
     def step_time(self) -> float | None:
-        """Median of the last 10 step intervals (the first step, with its warm-up, is left out)."""
-        gaps = [b - a for a, b in zip(self.step_ends[-11:], self.step_ends[-10:])]
+        """Median of the last 10 step intervals (the first step, with its warm-up, is left out: its
+        start is not recorded)."""
+        ends = self.step_ends[-11:]
+        gaps = [b - a for a, b in itertools.pairwise(ends)]
         return statistics.median(gaps) if gaps else None
 
     def reserve(self) -> float:
         """Seconds the work after the last step is expected to take."""
         return self.finish_seconds + self.finish_steps * (self.step_time() or 0.0)
 
+    def check(self) -> float:
+        """Stop the run if one more step and the finishing work would not fit; the time left."""
+        left = self.deadline - self.now()
+        if not super().is_set() and left <= self.reserve() + (self.step_time() or 0.0):
+            self.budget_hit = True
+            self.set()
+        return left
+
     def watch(self, bar) -> None:
         shown = -math.inf
         while not self._done.wait(0.25):
-            now = time.monotonic()
-            left = self.deadline - now
-            if not super().is_set() and left <= self.reserve() + (self.step_time() or 0.0):
-                self.budget_hit = True
-                self.set()
+            left, now = self.check(), self.now()
             if bar is not None and now - shown >= bar.mininterval:
                 shown = now
                 bar.n = min(bar.total, round(bar.total - max(left, 0.0)))

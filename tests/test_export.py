@@ -10,11 +10,15 @@ import torch
 
 from fastnst import cli
 from fastnst.errors import FastNSTError
-from fastnst.export import ExportNet, export_style, psnr
+from fastnst.export import ExportNet, ExportResult, export_style, psnr
+from fastnst.fileio import leftovers
 from fastnst.models import Arch, TransformerNet
 from fastnst.styles import save_style
 
 TINY = Arch((8, 8, 8), 1)
+
+# tiny networks on a shared 2-core CPU: one thread is several times faster than two
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -32,10 +36,20 @@ def test_export_net_matches_the_network(size) -> None:
         assert torch.equal(ExportNet(net)(x), net(x))
 
 
-def test_onnx_parity_with_onnxruntime(tmp_path: Path, tiny_model: Path) -> None:
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, ExportResult]:
+    """``(style file, result)`` of one ONNX export checked at the default sizes (an export costs ~1 s)."""
+    pytest.importorskip("onnxruntime")
+    folder = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(0)
+    model = save_style(folder / "tiny.safetensors", TransformerNet(TINY), style_name="tiny", preset="custom")
+    return model, export_style(model, folder / "m.onnx")
+
+
+def test_onnx_parity_with_onnxruntime(exported) -> None:
     ort = pytest.importorskip("onnxruntime")
-    out = tmp_path / "m.onnx"
-    res = export_style(tiny_model, out, check_sizes=())
+    tiny_model, res = exported
+    out = res.path
     import onnx
 
     model = onnx.load(str(out))
@@ -60,9 +74,9 @@ def test_onnx_parity_with_onnxruntime(tmp_path: Path, tiny_model: Path) -> None:
         assert psnr(got, ref) >= 40
 
 
-def test_export_style_checks_and_reports_parity(tmp_path: Path, tiny_model: Path) -> None:
-    pytest.importorskip("onnxruntime")
-    res = export_style(tiny_model, tmp_path / "m.onnx")
+def test_export_style_checks_and_reports_parity(exported) -> None:
+    _, res = exported
+    assert res.path.is_file() and leftovers(res.path.parent) == []
     assert len(res.psnr) == 2 and min(res.psnr.values()) >= 40 and res.opset == 17
 
 

@@ -31,6 +31,9 @@ from .conftest import audio_only_file, make_video, smooth_image
 TINY = Arch((8, 8, 8), 1)
 REPO = Path(__file__).resolve().parent.parent
 
+# tiny networks on a shared 2-core CPU: one thread is several times faster than two
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture
 def model(tmp_path: Path) -> Path:

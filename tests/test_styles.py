@@ -29,6 +29,9 @@ from fastnst.styles import (
     user_styles_dir,
 )
 
+# tiny networks on a shared 2-core CPU: one thread is several times faster than two
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _net(seed: int = 0) -> TransformerNet:
     torch.manual_seed(seed)

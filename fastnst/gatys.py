@@ -7,7 +7,8 @@ Minimise over the image ``x`` (RGB ``[0,1]``)::
 with ``F_l`` the backbone's features, ``G_l`` their Gram matrices (:func:`fastnst.losses.gram_matrix`),
 ``Ĝ_l = Σ_i w_i G_l(s_i) / Σ_i w_i`` the blend of the style images' Grams, layer weights ``c_l`` and
 ``s_l`` normalised to sum 1, and the ``1/‖·‖²`` factors (:func:`fastnst.losses.balanced_weights`)
-making α, β, γ independent of the backbone and its input convention.
+making α, β, γ independent of the backbone and its input convention. That loss is
+:class:`fastnst.perceptual.PerceptualLoss`, the one training uses.
 """
 
 from __future__ import annotations

@@ -28,6 +28,17 @@ def test_unknown_backbone_and_layer():
         get_backbone("alexnet")
     with pytest.raises(FastNSTError, match="no layer"):
         get_backbone("resnet50").build(["relu4_2"], weights=RANDOM)
+    with pytest.raises(FastNSTError, match="Unknown VGG19 layer"):
+        get_backbone("vgg19").build(["layer1"], weights=RANDOM)
+
+
+def test_torchvision_features_at_returns_a_subset():
+    net = get_backbone("resnet50").build(["relu", "layer1"], weights=RANDOM)
+    x = torch.rand(1, 3, 32, 32)
+    out = net.features_at(x, ["layer1"])
+    assert list(out) == ["layer1"] and torch.equal(out["layer1"], net(x)["layer1"])
+    with pytest.raises(FastNSTError, match="layer2"):
+        net.features_at(x, ["layer2"])
 
 
 def test_missing_weights_offline_is_a_user_error(tmp_path):

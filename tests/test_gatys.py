@@ -82,3 +82,14 @@ def test_run_files_writes_output_intermediates_and_sheet(tmp_path, net):
     assert res.sheet is not None and res.sheet.is_file()
     assert res.total == pytest.approx(res.content + res.style + res.tv, rel=1e-5)
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_blend_of_one_style_with_itself_is_that_style(net, images):
+    """The Gram blend is a weighted mean: [s, s] at any weights optimises like [s]."""
+    content, style = images
+    one, _ = gatys.stylize_gatys(content, [style], _cfg(steps=3), net, progress=False)
+    two, _ = gatys.stylize_gatys(content, [style, style], _cfg(steps=3, style_blend=[0.2, 0.6]), net,
+                                 progress=False)
+    other, _ = gatys.stylize_gatys(content, [style, content], _cfg(steps=3, style_blend=[0.2, 0.6]), net,
+                                   progress=False)
+    assert torch.allclose(one, two, atol=1e-4) and not torch.allclose(one, other, atol=1e-2)

@@ -134,6 +134,17 @@ def test_distances_zero_for_identical_and_growing_with_perturbation(vgg):
     assert 0 < contents[0] and all(x < y for x, y in pairwise(contents)), contents
 
 
+def test_style_targets_are_the_grams_of_the_style_layers(vgg):
+    from fastnst.losses import gram_matrix
+
+    img = to_tensor(_style())
+    targets = metrics.style_targets(vgg, img)
+    with torch.no_grad():
+        full = vgg(img)
+    assert list(targets) == list(metrics.STYLE_LAYERS)
+    assert all(torch.equal(targets[k], gram_matrix(full[k])) for k in metrics.STYLE_LAYERS)
+
+
 def test_shorter_or_other_size_outputs_are_reported(vgg):
     frames = _translating(5)
     small = [cv2.resize(f, (32, 24), interpolation=cv2.INTER_AREA) for f in frames[:3]]
@@ -168,6 +179,7 @@ def test_pictures_report_and_json(tmp_path, vgg):
     out = metrics.save_report(list(reports.values()), tmp_path / "r.json")
     data = json.loads(out.read_text())
     assert [d["name"] for d in data] == ["a", "b"] and data[0]["e_warp_ratio"] == 1.0
+    assert not [p for p in tmp_path.iterdir() if ".part" in p.name]
 
 
 def test_loss_curves(tmp_path, monkeypatch):

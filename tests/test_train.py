@@ -333,6 +333,18 @@ def test_temporal_weight_zero_and_cli_delegation(photos, tmp_path, capsys):
     assert load_style(out).train_config["temporal_weight"] == 0
 
 
+def test_loss_network_and_style_images(photos, tmp_path):
+    from fastnst.training.loop import build_loss_network, read_style_images
+    from fastnst.vgg import VGG19Features
+
+    net = build_loss_network(tiny_config(photos, tmp_path), ["relu2_1", "relu1_1"], torch.device("cpu"))
+    assert net.taps == ("relu2_1", "relu1_1")  # random VGG19 for tests: the seeded one
+    assert torch.equal(net.layers[0].weight, VGG19Features(["relu1_1"], seed=0).layers[0].weight)
+    style = str(tmp_path / "stripes.png")
+    assert read_style_images([style, style], 20, torch.device("cpu"))[1].shape == (1, 3, 20, 20)
+    assert read_style_images([style], 0, torch.device("cpu"))[0].shape == (1, 3, 48, 48)
+
+
 def test_interrupt_writes_a_checkpoint_to_resume_from(photos, tmp_path):
     from fastnst.training.loop import train
     from fastnst.vgg import VGG19Features

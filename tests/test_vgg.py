@@ -29,6 +29,16 @@ def test_truncated_after_deepest_tap():
     assert not any(p.requires_grad for p in net.parameters())
 
 
+def test_features_at_gives_any_built_layer_and_matches_forward():
+    net = vgg.VGG19Features(["relu1_1", "relu3_1"])
+    x = torch.rand(1, 3, 16, 16)
+    full, part = net(x), net.features_at(x, ["relu2_2", "relu1_1"])
+    assert list(part) == ["relu1_1", "relu2_2"] and part["relu2_2"].shape == (1, 128, 8, 8)
+    assert torch.equal(part["relu1_1"], full["relu1_1"])
+    with pytest.raises(FastNSTError, match="relu3_2"):
+        net.features_at(x, ["relu3_2"])  # deeper than the network was built
+
+
 def test_unknown_tap_is_a_user_error():
     with pytest.raises(FastNSTError, match="relu9_9"):
         vgg.VGG19Features(["relu9_9"])

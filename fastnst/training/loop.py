@@ -14,9 +14,13 @@ where ``‖·‖²`` are means over elements, layer weights ``c_l``, ``s_l`` are
 give a moved output; it needs no VGG pass. With ``--perceptual-both`` the content/style terms
 also cover ``O₂`` in the same (doubled) VGG pass.
 
+The content, style and TV terms, the Gram targets and the balancing are
+:class:`fastnst.perceptual.PerceptualLoss`, the same as the Gatys mode's; the temporal term is here.
+
 Efficiency: the VGG stops after the deepest tap (:class:`fastnst.vgg.VGG19Features`), content
-targets are computed under ``no_grad`` and only up to the deepest *content* tap, and the style
-Grams are computed once before the first step.
+targets are computed under ``no_grad`` and only up to the deepest *content* tap
+(:meth:`~fastnst.perceptual.PerceptualLoss.content_targets`), and the style Grams are computed once
+before the first step.
 
 Precision (:func:`amp_dtype`): the nets run under bf16/fp16 autocast only where the hardware has
 that precision natively (``--amp auto``); the warp of the temporal term, the Gram matrices and the
@@ -421,11 +425,11 @@ class _Trainer:
         """The perceptual loss with the targets fixed for the whole run: the style Grams (mean over the
         style images) and the content weights balanced on reference photos."""
         cfg, device = self.cfg, self.device
-        content_layers = normalise_weights(cfg.content_layers, "content")
-        style_layers = normalise_weights(cfg.style_layers, "style")
         if loss_net is None:
-            loss_net = build_loss_network(cfg, list(dict.fromkeys([*content_layers, *style_layers])), device)
-        self.loss = PerceptualLoss(loss_net, content_layers, style_layers, content_weight=cfg.content_weight,
+            for layers, what in ((cfg.content_layers, "content"), (cfg.style_layers, "style")):
+                normalise_weights(layers, what)  # a bad weight is reported before any weights are loaded
+            loss_net = build_loss_network(cfg, [*cfg.content_layers, *cfg.style_layers], device)
+        self.loss = PerceptualLoss(loss_net, cfg.content_layers, cfg.style_layers, content_weight=cfg.content_weight,
                                    style_weight=cfg.style_weight, tv_weight=cfg.tv_weight)
         self.loss.to(device, memory_format=self.memory_format)
         self.loss.set_style(read_style_images(cfg.style, cfg.style_size, device))

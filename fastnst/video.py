@@ -18,7 +18,7 @@ import heapq
 import math
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -255,6 +255,50 @@ class _PtsReorder:
         return self.frames.popleft(), pts
 
 
+@dataclass
+class _Window:
+    """The part ``[t_start, t_end)`` (seconds) of a decoded stream, with its state explicit: the
+    decode geometry (planned from the first frame kept, whose size is checked first), the frames
+    kept so far, and whether the video part is over."""
+
+    time_base: Fraction
+    t_start: float
+    t_end: float
+    max_size: int | None
+    max_pixels: int | None
+    path: str | os.PathLike
+    size: VideoSize | None = None
+    n: int = 0
+    done: bool = False
+
+    def frames(self, ready: Iterable[tuple[object, int]]) -> Iterator[DecodedFrame]:
+        """The decoded ``(frame, pts)`` pairs inside the window, as :class:`DecodedFrame`."""
+        from .images import check_pixels
+
+        for frame, pts in ready:
+            t = float(pts * self.time_base)
+            if t < self.t_start - 1e-6 or self.done:
+                continue
+            if t >= self.t_end:
+                self.done = True
+                continue
+            if self.size is None:
+                check_pixels(frame.width, frame.height, self.max_pixels, f"Video {self.path}: each frame")
+                self.size = plan_size(frame.width, frame.height, getattr(frame, "rotation", 0), self.max_size)
+            self.n += 1
+            yield DecodedFrame(frame_to_rgb(frame, self.size), int(pts), t)
+
+    def audio(self, packet) -> str:
+        """``"keep"`` an audio packet inside the window, ``"skip"`` one outside it (or empty), or
+        ``"stop"``: past the end with the video part over, nothing more is wanted."""
+        if packet.size == 0 or packet.pts is None:
+            return "skip"
+        t = float(packet.pts * packet.time_base)
+        if self.t_start - 1e-6 <= t < self.t_end:
+            return "keep"
+        return "stop" if self.done and t >= self.t_end else "skip"
+
+
 def iter_decoded(
     container,
     stream,
@@ -276,60 +320,35 @@ def iter_decoded(
     """
     import av
 
-    from .images import check_pixels
-
     if start is not None and start < 0:
         raise FastNSTError("--start must be zero or positive.")
     if duration is not None and duration <= 0:
         raise FastNSTError("--duration must be positive.")
     tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
-    fps = stream_fps(stream)
     t_start = float(start or 0.0)
-    t_end = t_start + duration if duration is not None else math.inf
+    window = _Window(tb, t_start, t_start + duration if duration is not None else math.inf, max_size, max_pixels,
+                     path)
+    reorder = _PtsReorder(step=max(1, round(1 / (stream_fps(stream) * tb))), first=round(Fraction(t_start) / tb))
     _seek(container, start)
-    reorder = _PtsReorder(step=max(1, round(1 / (fps * tb))), first=round(Fraction(t_start) / tb))
-    size: VideoSize | None = None
-    n = 0
-    video_done = False
     audio_ids = {s.index for s in audio_streams}
-
-    def emit(ready: Iterator[tuple[object, int]]) -> Iterator[DecodedFrame]:
-        nonlocal size, n, video_done
-        for frame, pts in ready:
-            t = float(pts * tb)
-            if t < t_start - 1e-6 or video_done:
-                continue
-            if t >= t_end:
-                video_done = True
-                continue
-            if size is None:
-                check_pixels(frame.width, frame.height, max_pixels, f"Video {path}: each frame")
-                size = plan_size(frame.width, frame.height, getattr(frame, "rotation", 0), max_size)
-            n += 1
-            yield DecodedFrame(frame_to_rgb(frame, size), int(pts), t)
-
     try:
         for packet in container.demux(stream, *audio_streams):
             if packet.stream.index in audio_ids:
-                if packet.size == 0 or packet.pts is None:
-                    continue
-                t = float(packet.pts * packet.time_base)
-                if t < t_start - 1e-6 or t >= t_end:
-                    if video_done and t >= t_end:
-                        break
-                    continue
-                yield packet
-                continue
-            if video_done:
-                if not audio_ids:
+                verdict = window.audio(packet)
+                if verdict == "stop":
                     break
-                continue
-            for frame in packet.decode():
-                yield from emit(reorder.push(frame))
-        yield from emit(reorder.flush())
+                if verdict == "keep":
+                    yield packet
+            elif not window.done:
+                for frame in packet.decode():
+                    yield from window.frames(reorder.push(frame))
+            elif not audio_ids:
+                break
+        yield from window.frames(reorder.flush())
     except av.error.FFmpegError as exc:
-        raise FastNSTError(f"Decoding {path} failed after {n} frames: corrupt or truncated video ({exc}).") from exc
-    if n == 0:
+        raise FastNSTError(f"Decoding {path} failed after {window.n} frames: corrupt or truncated video "
+                           f"({exc}).") from exc
+    if window.n == 0:
         where = f" after {t_start:g} s" if t_start else ""
         raise FastNSTError(f"{path} contains no decodable video frames{where}.")
 

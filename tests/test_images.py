@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from fastnst.errors import FastNSTError
 from fastnst.fileio import label_width, leftovers
@@ -16,9 +17,14 @@ from fastnst.images import (
     check_pixels,
     contact_sheet,
     header_size,
+    list_images,
     max_pixels_default,
     pixel_limit,
     read_image,
+    resize_max,
+    resize_to,
+    to_tensor,
+    to_uint8,
     write_image,
 )
 
@@ -103,3 +109,41 @@ def test_contact_sheet_tiles_resizes_and_labels_in_place() -> None:
     assert changed.min() >= 4 and changed.max() <= 6 + label_width("starry_night") + 1 < 160
     assert (tile == 255).all(axis=2).any() and (tile == 0).all(axis=2).any()
     assert np.array_equal(sheet[4:44, 4:64][25:], a[25:])  # below the label, the picture is untouched
+
+
+def test_tensor_conversions_round_trip_round_and_clamp() -> None:
+    img = smooth_image(5, 7)
+    t = to_tensor(img)
+    assert t.shape == (1, 3, 5, 7) and t.dtype == torch.float32 and 0 <= float(t.min()) <= float(t.max()) <= 1
+    assert torch.equal(t[0, :, 2, 3], torch.from_numpy(img[2, 3]).float() / 255)  # RGB order kept
+    assert np.array_equal(to_uint8(t), img) and np.array_equal(to_uint8(t[0]), img)
+    odd = torch.tensor([-0.2, 1.3, 0.4 / 255, 1.6 / 255]).view(1, 4, 1).expand(3, 4, 1)
+    assert to_uint8(odd)[:, 0, 0].tolist() == [0, 255, 0, 2]  # clamped, rounded (not truncated)
+    with pytest.raises(ValueError, match="one image"):
+        to_uint8(torch.zeros(2, 3, 4, 4))
+
+
+def test_resizes_by_the_longer_side() -> None:
+    x = torch.rand(1, 3, 60, 90)
+    assert resize_max(x, None) is x and resize_max(x, 90) is x and resize_max(x, 200) is x  # never up
+    assert resize_max(x, 45).shape[-2:] == (30, 45)
+    assert resize_to(x, 180).shape[-2:] == (120, 180) and resize_to(x, (7, 5)).shape[-2:] == (7, 5)
+    flat = torch.full((1, 3, 60, 90), 0.25)
+    assert torch.allclose(resize_max(flat, 45), torch.tensor(0.25)) and torch.allclose(resize_to(flat, 31), flat[..., :1, :1])
+
+
+def test_list_images_by_extension(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ("b.PNG", "a.jpg", "sub/c.webp", "notes.txt", "sub/d.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["a.jpg", "b.PNG", "sub/c.webp"]
+    assert [p.name for p in list_images(tmp_path, recursive=False)] == ["a.jpg", "b.PNG"]
+    with pytest.raises(FastNSTError, match="does not exist"):
+        list_images(tmp_path / "missing")
+
+
+def test_write_image_refuses_unknown_extensions(tmp_path: Path) -> None:
+    for name, message in (("a.gif", ".gif"), ("noext", "without an extension")):
+        with pytest.raises(FastNSTError, match=message):
+            write_image(tmp_path / name, smooth_image(4, 4))
+    assert list(tmp_path.iterdir()) == []

@@ -218,16 +218,15 @@ def shipped_candidates(preset: str = "fast") -> dict[str, tuple[Path, Path]]:
 
 
 def painting_grams(rgb, vgg, size: int, device) -> dict:
-    """Gram matrices ``{relu1_1…relu5_1: (1,C,C)}`` of ``rgb`` resized to longer side ``size``."""
+    """Gram matrices ``{relu1_1…relu5_1: (1,C,C)}`` of ``rgb`` resized to longer side ``size`` (the
+    style targets of :mod:`fastnst.perceptual`, as the eval computes them)."""
     import torch
 
-    from .. import losses
     from ..images import resize_to, to_tensor
-    from ..metrics import STYLE_LAYERS
+    from ..metrics import style_targets
 
     with torch.no_grad():
-        feats = vgg(resize_to(to_tensor(rgb, device), size))
-        return {k: losses.gram_matrix(feats[k]).float() for k in STYLE_LAYERS}
+        return style_targets(vgg, resize_to(to_tensor(rgb, device), size))
 
 
 def nearest_style(painting_rgb, candidates: dict[str, tuple[Path, Path]], vgg, *, size: int = MATCH_SIZE,
@@ -370,16 +369,16 @@ def _train_and_finish(opts, painting, name: str, content: list[str], out_dir: Pa
 
     from ..devices import pick_device
     from ..metrics import EVAL_TAPS
+    from ..perceptual import load_extractor
     from .config import GATYS_STYLE_LAYERS, JOHNSON_CONTENT_LAYERS
-    from .loop import build_loss_network
 
     if opts.threads > 0:
         torch.set_num_threads(opts.threads)
     device = pick_device(opts.device)
     candidates = shipped_candidates(QUICK_SETTINGS["preset"])
     taps = list(dict.fromkeys([*GATYS_STYLE_LAYERS, *JOHNSON_CONTENT_LAYERS, *EVAL_TAPS]))
-    probe_cfg = _quick_config(opts, name, Path(), content, out_dir)
-    vgg = build_loss_network(probe_cfg, taps, device).eval()  # one VGG for matching, training and distances
+    # one VGG for matching, training and distances
+    vgg = load_extractor(taps, weights=opts.vgg_weights or None, device=device).eval()
     vgg.requires_grad_(False)
     base, dists = nearest_style(painting, candidates, vgg, size=opts.match_size, device=device)
     _say(f"nearest shipped style: {base} (relative Gram distance to the painting, VGG19 relu1_1…relu5_1 at "

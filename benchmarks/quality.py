@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fastnst.devices import pick_device
 from fastnst.errors import FastNSTError
+from fastnst.fileio import write_json
 from fastnst.metrics import evaluate_outputs, model_stylizer
 from fastnst.styles import read_metadata, resolve_style
 
@@ -131,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in [header, *rows]:
         print("  ".join(c.ljust(widths[i]) if i < 4 else c.rjust(widths[i]) for i, c in enumerate(r)))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".{args.json.name}.part")
-        tmp.write_text(json.dumps(all_reports, indent=2) + "\n")
-        tmp.replace(args.json)
+        write_json(args.json, all_reports)
         print(f"wrote {args.json}")
     return 0
 

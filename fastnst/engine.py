@@ -3,7 +3,7 @@ long the video is::
 
     reader thread:  demux + decode (PyAV, threaded) + RGB conversion/resize/rotation ──► queue
     main thread:    batches ──► resize to working size ──► network ──► stabilise ──► upsample ──► uint8 ──► queue
-    writer thread:  encode + mux, audio packets remuxed in between ──► .name.part.mp4 ──► rename
+    writer thread:  encode + mux, audio packets remuxed in between ──► .NAME.TOKEN.part.mp4 ──► rename (fastnst.fileio)
 
 Each stage is a small object with explicit state (:class:`Reader`, :class:`Writer`, and the frame
 stages of :class:`fastnst.stylizer.Stylizer`); :func:`stylize_video` wires them together.

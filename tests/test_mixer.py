@@ -16,10 +16,8 @@ from fastnst.images import read_image, write_image
 from fastnst.mixer import Mixer, build_mixer, check_strength, plan_styles, scale_strength
 from fastnst.pipeline import Stylizer, stylize_path
 from fastnst.timeline import Mix, Schedule
-from fastnst.video import read_frames
-from fastnst.webcam import LiveMix, ViewState, handle_key, run_webcam
 
-from .conftest import BRIGHT, DARK, flat_style, make_video, pattern, smooth_image
+from .conftest import BRIGHT, DARK, flat_style, pattern, smooth_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -149,53 +147,3 @@ def test_plan_styles_checks_before_loading(tmp_path: Path, textured: Path) -> No
     assert list(ready) == ["tex"] and sched.at(0).strength == 0.5
     with pytest.raises(FastNSTError, match="strength"):
         check_strength(1.5)
-
-
-# --------------------------------------------------------------------------------------------------
-# Live at the webcam: cross-fading keys and strength keys (fastnst.webcam's LiveMix over a Mixer)
-# --------------------------------------------------------------------------------------------------
-
-
-def test_strength_keys_step_and_clamp() -> None:
-    s = ViewState(n_styles=2, strength=0.9)
-    handle_key(s, ord("+"))
-    assert s.strength == 1.0
-    handle_key(s, ord("="))  # the + key without shift
-    assert s.strength == 1.0
-    for _ in range(3):
-        handle_key(s, ord("-"))
-    assert s.strength == pytest.approx(0.7)
-    for _ in range(12):
-        handle_key(s, ord("_"))
-    assert s.strength == 0.0
-
-
-def test_style_keys_crossfade_instead_of_cutting() -> None:
-    state = ViewState(n_styles=2)
-    live = LiveMix([(("a", 1.0),), (("b", 1.0),)], state, fade=0.5)
-    assert live.at(10.0).weights == {"a": 1.0}
-    handle_key(state, ord("n"))
-    assert live.at(10.0).weights == {"a": 1.0}  # the fade starts when the change is seen
-    half = live.at(10.25)
-    assert half.weights == pytest.approx({"a": 0.5, "b": 0.5})
-    handle_key(state, ord("-"))  # strength changes fade too, from where the blend is
-    mid = live.at(10.5)
-    assert mid.weights == {"b": 1.0} and mid.strength == pytest.approx(1.0)
-    assert live.at(10.75).strength == pytest.approx(0.95) and live.at(11.0).strength == pytest.approx(0.9)
-
-
-def test_webcam_strength_and_preserve_color(tmp_path: Path, flats, textured: Path) -> None:
-    src = make_video(tmp_path / "cam.mp4", w=40, h=32, n=6, fps=30, audio=None)
-    rec = tmp_path / "rec.mkv"
-    res = run_webcam([f"{flats[0]}:0.5,{flats[1]}:0.5", textured], camera=str(src), device="cpu", show=False,
-                     record=rec, max_size=None, realtime=False, strength=0.0, preserve_color=True, stabilize=0,
-                     threads=1)
-    assert res.frames == 6
-    got, inputs = list(read_frames(rec)), list(read_frames(src))
-    # strength 0: the input, to the recording's lossy encoding (the styles would be ~60 levels off)
-    assert len(got) == 6 and np.abs(got[3].astype(float) - inputs[3]).mean() < 6
-    argv = ["webcam", "--camera", str(src), "--no-window", "--max-frames", "2", "--device", "cpu", "--threads", "1",
-            "--style", f"{flats[0]}:0.5,{flats[1]}:0.5", "--strength", "0.5", "--preserve-color", "--fade", "0.2"]
-    assert cli.main(argv) == 0
-    with pytest.raises(FastNSTError, match="Unknown style"):
-        run_webcam(["no_such_style"], camera=str(src), show=False)

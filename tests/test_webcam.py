@@ -13,7 +13,8 @@ from fastnst import cli
 from fastnst.errors import FastNSTError
 from fastnst.models import Arch, TransformerNet
 from fastnst.styles import save_style
-from fastnst.webcam import FrameGrabber, ViewState, check_gui, compose, handle_key, run_webcam
+from fastnst.video import read_frames
+from fastnst.webcam import FrameGrabber, LiveMix, ViewState, check_gui, compose, handle_key, run_webcam
 
 from .conftest import make_video, media_stats, pattern
 
@@ -177,3 +178,53 @@ def test_run_webcam_takes_an_options_object(tmp_path: Path, two_styles: list[Pat
         run_webcam([], options=o)
     with pytest.raises(TypeError, match="'bogus'"):
         run_webcam(options=o, bogus=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Live at the webcam: cross-fading keys and strength keys (fastnst.webcam's LiveMix over a Mixer)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_strength_keys_step_and_clamp() -> None:
+    s = ViewState(n_styles=2, strength=0.9)
+    handle_key(s, ord("+"))
+    assert s.strength == 1.0
+    handle_key(s, ord("="))  # the + key without shift
+    assert s.strength == 1.0
+    for _ in range(3):
+        handle_key(s, ord("-"))
+    assert s.strength == pytest.approx(0.7)
+    for _ in range(12):
+        handle_key(s, ord("_"))
+    assert s.strength == 0.0
+
+
+def test_style_keys_crossfade_instead_of_cutting() -> None:
+    state = ViewState(n_styles=2)
+    live = LiveMix([(("a", 1.0),), (("b", 1.0),)], state, fade=0.5)
+    assert live.at(10.0).weights == {"a": 1.0}
+    handle_key(state, ord("n"))
+    assert live.at(10.0).weights == {"a": 1.0}  # the fade starts when the change is seen
+    half = live.at(10.25)
+    assert half.weights == pytest.approx({"a": 0.5, "b": 0.5})
+    handle_key(state, ord("-"))  # strength changes fade too, from where the blend is
+    mid = live.at(10.5)
+    assert mid.weights == {"b": 1.0} and mid.strength == pytest.approx(1.0)
+    assert live.at(10.75).strength == pytest.approx(0.95) and live.at(11.0).strength == pytest.approx(0.9)
+
+
+def test_webcam_strength_and_preserve_color(tmp_path: Path, flats, textured: Path) -> None:
+    src = make_video(tmp_path / "cam.mp4", w=40, h=32, n=6, fps=30, audio=None)
+    rec = tmp_path / "rec.mkv"
+    res = run_webcam([f"{flats[0]}:0.5,{flats[1]}:0.5", textured], camera=str(src), device="cpu", show=False,
+                     record=rec, max_size=None, realtime=False, strength=0.0, preserve_color=True, stabilize=0,
+                     threads=1)
+    assert res.frames == 6
+    got, inputs = list(read_frames(rec)), list(read_frames(src))
+    # strength 0: the input, to the recording's lossy encoding (the styles would be ~60 levels off)
+    assert len(got) == 6 and np.abs(got[3].astype(float) - inputs[3]).mean() < 6
+    argv = ["webcam", "--camera", str(src), "--no-window", "--max-frames", "2", "--device", "cpu", "--threads", "1",
+            "--style", f"{flats[0]}:0.5,{flats[1]}:0.5", "--strength", "0.5", "--preserve-color", "--fade", "0.2"]
+    assert cli.main(argv) == 0
+    with pytest.raises(FastNSTError, match="Unknown style"):
+        run_webcam(["no_such_style"], camera=str(src), show=False)

@@ -249,7 +249,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_curves(args: argparse.Namespace) -> int:
-    from .metrics import plot_loss_curves
+    from .pictures import plot_loss_curves
 
     print(f"wrote {plot_loss_curves(args.logs, args.output, labels=args.labels)}")
     return 0

@@ -1,4 +1,5 @@
-"""What a viewer sees, as numbers and pictures: temporal warping error, style and content distance.
+"""What a viewer sees, as numbers: temporal warping error, style and content distance (the pictures
+that show them — frame grids, error heat maps — are drawn by :mod:`fastnst.pictures`).
 
 **Temporal warping error** (Lai et al. 2018, "Learning Blind Video Temporal Consistency"). For each
 pair of consecutive *input* frames ``(I_t, I_{t+1})`` we estimate the optical flow both ways
@@ -43,16 +44,17 @@ import torch
 
 from .devices import pick_device
 from .errors import FastNSTError
-from .fileio import atomic_path, put_label, read_training_log, write_json
+from .fileio import write_json
 from .flow import dis_flow, flow_to_tensor, forward_backward_mask, warp
-from .images import contact_sheet, read_image, resize_to, to_tensor, write_image
+from .images import read_image, resize_to, to_tensor, write_image
 from .losses import gram_matrix, style_distance
+from .options import FLOW_METHODS
 from .perceptual import blend_grams, load_extractor
+from .pictures import HeatRow, Spread, error_heatmap, side_by_side_grid
 
 STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
 EVAL_TAPS: tuple[str, ...] = (*STYLE_LAYERS, CONTENT_LAYER)
-from .options import FLOW_METHODS
 
 Frame = np.ndarray  # (H,W,3) uint8 RGB
 FlowFn = Callable[[Frame, Frame], np.ndarray]  # (prev, next) → (H,W,2) float32, prev(p) ≈ next(p + flow(p))
@@ -243,6 +245,16 @@ def warp_error(frame_t: torch.Tensor, frame_next: torch.Tensor, flow_fw: torch.T
     return float((warp_error_map(frame_t, frame_next, flow_fw) * m).sum()) / total
 
 
+def heat_rows(pairs: Sequence[tuple[str, torch.Tensor, torch.Tensor]], flow_fw: torch.Tensor) -> list[HeatRow]:
+    """What :func:`fastnst.pictures.error_heatmap` draws for ``(label, frame_t, frame_next)`` pairs
+    (``(1,3,H,W)`` in ``[0,1]``): ``(label, frame_t, frame_next warped back to t, error map (H,W))``."""
+    rows: list[HeatRow] = []
+    for label, frame_t, frame_next in pairs:
+        warped, _ = warp(frame_next.float(), flow_fw.float())
+        rows.append((label, frame_t, warped, warp_error_map(frame_t, frame_next, flow_fw)[0, 0].cpu().numpy()))
+    return rows
+
+
 def pair_flow(prev_rgb: Frame, next_rgb: Frame, flow_fn: FlowFn = dis_flow, *,
               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Forward flow ``(1,2,H,W)`` (prev → next) and its trust mask ``(1,1,H,W)`` from both directions."""
@@ -278,108 +290,6 @@ def image_distances(image: torch.Tensor, reference: torch.Tensor, style: torch.T
 
 
 # --------------------------------------------------------------------------------------------------
-# Pictures
-# --------------------------------------------------------------------------------------------------
-
-
-def side_by_side_grid(inputs: Sequence[Frame], outputs: Sequence[Sequence[Frame]], *,
-                      frame_labels: Sequence[str] | None = None, row_labels: Sequence[str] = ()) -> np.ndarray:
-    """Input frames on the first row, each output's frames on the rows below (frames over time
-    left to right) → one ``(H,W,3)`` uint8 image."""
-    n = len(inputs)
-    names = ["input", *row_labels] + [f"output {i}" for i in range(len(row_labels), len(outputs))]
-    tiles: list[np.ndarray] = list(inputs)
-    labels = [f"{names[0]} {frame_labels[i]}" if frame_labels else names[0] for i in range(n)]
-    for r, row in enumerate(outputs):
-        if len(row) != n:
-            raise ValueError("every output row needs as many frames as the input row")
-        tiles += list(row)
-        labels += [f"{names[r + 1]} {frame_labels[i]}" if frame_labels else names[r + 1] for i in range(n)]
-    return contact_sheet(tiles, columns=n, labels=labels)
-
-
-def error_heatmap(rows: Sequence[tuple[str, torch.Tensor, torch.Tensor]], flow_fw: torch.Tensor,
-                  mask: torch.Tensor, *, vmax: float | None = None) -> np.ndarray:
-    """Temporal error of one pair as a picture, one row per ``(label, frame_t, frame_next)``.
-
-    Each row shows frame t | frame t+1 warped back to t | the per-pixel error map (inferno colour
-    map, one shared scale for all rows, untrusted pixels in flat grey). Frames are ``(1,3,H,W)``
-    float in ``[0,1]``; ``flow_fw`` ``(1,2,H,W)``; ``mask`` ``(1,1,H,W)``. A colour bar with the scale
-    is drawn below. Returns ``(H,W,3)`` uint8 RGB.
-    """
-    import cv2
-
-    from .images import to_uint8
-
-    keep = mask[0, 0].cpu().numpy() > 0.5
-    maps = [warp_error_map(ft, fn, flow_fw)[0, 0].cpu().numpy() for _, ft, fn in rows]
-    if vmax is None:
-        vals = np.concatenate([m[keep] for m in maps]) if keep.any() else np.concatenate([m.ravel() for m in maps])
-        vmax = float(np.percentile(vals, 99.5)) if vals.size else 1.0
-    vmax = max(vmax, 1e-6)
-    tiles, labels = [], []
-    for (label, ft, fn), emap in zip(rows, maps):
-        warped, _ = warp(fn.float(), flow_fw.float())
-        scaled = np.clip(emap / vmax * 255, 0, 255).astype(np.uint8)
-        heat = cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)[:, :, ::-1].copy()
-        heat[~keep] = 128
-        e = float(emap[keep].mean()) if keep.any() else float("nan")
-        tiles += [to_uint8(ft[0]), to_uint8(warped[0]), heat]
-        labels += [f"{label} t", f"{label} t+1 warped", f"{label} E={e:.3g}"]
-    sheet = contact_sheet(tiles, columns=3, labels=labels)
-    bar_w = sheet.shape[1] - 8
-    ramp = np.linspace(0, 255, bar_w).astype(np.uint8)[None, :].repeat(14, 0)
-    bar = np.full((40, sheet.shape[1], 3), 255, np.uint8)
-    bar[4:18, 4:4 + bar_w] = cv2.applyColorMap(ramp, cv2.COLORMAP_INFERNO)[:, :, ::-1]
-    for text, x in (("0", 4), (f"{vmax:.3g} (mean sq. RGB error)  grey = untrusted (occluded/boundary)", 40)):
-        put_label(bar, text, (x, 34), scale=0.4, color=(0, 0, 0), outline=None)
-    return np.vstack([sheet, bar])
-
-
-LOSS_FIELDS: tuple[str, ...] = ("total", "content", "style", "tv", "temporal", "images_per_s")
-
-
-def plot_loss_curves(logs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, *,
-                     labels: Sequence[str] | None = None) -> Path:
-    """Loss curves (one panel per term, log scale, one line per run) from training ``log.jsonl`` files
-    → PNG written atomically. Needs matplotlib (``pip install fastnst[plots]``)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise FastNSTError("Loss curves need matplotlib: pip install 'fastnst[plots]'.") from exc
-    paths = [logs] if isinstance(logs, (str, os.PathLike)) else list(logs)
-    runs = [read_training_log(p) for p in paths]
-    names = list(labels) if labels else [Path(p).parent.name if Path(p).is_file() else Path(p).name for p in paths]
-    present = [f for f in LOSS_FIELDS if any(isinstance(r.get(f), (int, float)) for run in runs for r in run)]
-    if not present:
-        raise FastNSTError("The training logs hold none of the fields " + ", ".join(LOSS_FIELDS) + ".")
-    cols = min(3, len(present))
-    nrows = -(-len(present) // cols)
-    # Figure + Agg canvas directly: no pyplot, so no global backend state is touched.
-    fig = Figure(figsize=(4.2 * cols, 3.0 * nrows), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    for i, key in enumerate(present):
-        ax = fig.add_subplot(nrows, cols, i + 1)
-        for name, run in zip(names, runs):
-            pts = [(r["step"], r[key]) for r in run if isinstance(r.get(key), (int, float))]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, label=name, linewidth=1)
-        if key != "images_per_s" and all(v > 0 for line in ax.get_lines() for v in line.get_ydata()):
-            ax.set_yscale("log")
-        ax.set_title(key)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if len(runs) > 1:
-            ax.legend(fontsize=7)
-    output = Path(output)
-    with atomic_path(output) as tmp:
-        fig.savefig(tmp, format="png")
-    return output
-
-
-# --------------------------------------------------------------------------------------------------
 # Evaluation loop
 # --------------------------------------------------------------------------------------------------
 
@@ -408,26 +318,6 @@ def _fit(frame: Frame, size: tuple[int, int]) -> Frame:
 
 def _strided(frames: Iterable[Frame], stride: int) -> Iterator[Frame]:
     return islice(frames, 0, None, stride)
-
-
-class _Spread:
-    """Keeps about ``n`` frames spread evenly over a stream of unknown length (for the grid)."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.step, self.items = max(1, n), 1, []
-
-    def offer(self, index: int, item: object) -> None:
-        if index % self.step == 0:
-            self.items.append((index, item))
-            if len(self.items) > 2 * self.n:
-                self.items = self.items[::2]
-                self.step *= 2
-
-    def pick(self) -> list:
-        if len(self.items) <= self.n:
-            return self.items
-        idx = np.linspace(0, len(self.items) - 1, self.n).round().astype(int)
-        return [self.items[i] for i in idx]
 
 
 @dataclass
@@ -488,7 +378,7 @@ class _EvalState:
     """Everything the evaluation loop accumulates, frame by frame."""
 
     accs: dict[str, _Acc]
-    spread: _Spread
+    spread: Spread
     floor: _Acc = field(default_factory=_Acc)
     notes: list[str] = field(default_factory=list)
     mask_fracs: list[float] = field(default_factory=list)
@@ -689,8 +579,9 @@ def _write_pictures(cfg: _EvalSetup, st: _EvalState, n: str, acc: _Acc | None, p
     worst = acc.worst if acc is not None else st.floor.worst
     if worst is not None:
         _, pin, xin, pout, yout, fw, mask = worst
-        heat_rows = [("input", pin, xin)] if pout is None else [(n, pout, yout), ("input", pin, xin)]
-        pics["heatmap"] = str(write_image(pics_dir / f"{prefix}heatmap.png", error_heatmap(heat_rows, fw, mask)))
+        pairs = [("input", pin, xin)] if pout is None else [(n, pout, yout), ("input", pin, xin)]
+        heat = error_heatmap(heat_rows(pairs, fw), mask)
+        pics["heatmap"] = str(write_image(pics_dir / f"{prefix}heatmap.png", heat))
     return pics
 
 
@@ -773,7 +664,7 @@ def evaluate_frames(
     cfg = _setup(outputs, output_names, style_image=style_image, device=device, vgg=vgg, vgg_weights=vgg_weights,
                  flow=flow, raft_weights=raft_weights, max_frames=max_frames, stride=stride, vgg_every=vgg_every,
                  style_size=style_size, min_trusted=min_trusted, pictures=pictures)
-    st = _EvalState(accs={n: _Acc() for n in cfg.outputs}, spread=_Spread(grid_frames))
+    st = _EvalState(accs={n: _Acc() for n in cfg.outputs}, spread=Spread(grid_frames))
     _run(cfg, st, input_frames, progress)
     _closing_notes(cfg, st)
     reports = _reports(cfg, st, input_name, pictures)
@@ -884,20 +775,17 @@ __all__ = [
     "EvalReport",
     "RaftFlow",
     "content_distance",
-    "error_heatmap",
     "evaluate_frames",
     "evaluate_outputs",
     "evaluate_video",
     "format_report",
     "frame_style_distance",
+    "heat_rows",
     "image_distances",
     "make_flow",
     "model_stylizer",
     "pair_flow",
-    "plot_loss_curves",
-    "read_training_log",
     "save_report",
-    "side_by_side_grid",
     "style_targets",
     "warp_error",
     "warp_error_map",

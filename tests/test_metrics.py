@@ -1,4 +1,5 @@
-"""Evaluation metrics: E_warp on synthetic motion, style/content distances, pictures, `fastnst eval`.
+"""Evaluation metrics: E_warp on synthetic motion, style/content distances, the evaluator's pictures step,
+`fastnst eval` (the drawing itself: test_pictures.py).
 
 Interpretation of "E_warp of a video against a copy of itself is 0": (a) a static video (every frame
 identical) scores 0, stylized or not; (b) a moving video scored against an exact copy of itself scores
@@ -8,7 +9,6 @@ exactly the input's own E_warp (the floor) — not 0, since flow estimation is i
 from __future__ import annotations
 
 import json
-import sys
 from itertools import pairwise
 
 import cv2
@@ -77,6 +77,20 @@ def test_exact_translation_flow_gives_zero_error_inside_the_mask():
     assert float(mask.mean()) < 0.95
     assert metrics.warp_error(a, b, fw, torch.ones_like(mask)) > 1e-4
     assert metrics.warp_error(a, b, fw, torch.zeros_like(mask)) is None
+
+
+def test_heat_rows_hold_the_warped_frame_and_the_error_that_e_warp_averages():
+    a_np, b_np = _translating(2, dx=3, dy=2)
+    a, b = to_tensor(a_np), to_tensor(b_np)
+    fw = torch.zeros(1, 2, 48, 64)
+    fw[:, 0], fw[:, 1] = 3.0, 2.0
+    mask = forward_backward_mask(fw, -fw)
+    (label, frame_t, warped, emap), = metrics.heat_rows([("out", a, b)], fw)
+    assert label == "out" and frame_t is a and warped.shape == a.shape and emap.shape == (48, 64)
+    keep = mask[0, 0].numpy() > 0.5
+    assert float(emap[keep].mean()) == pytest.approx(metrics.warp_error(a, b, fw, mask), abs=1e-9)
+    assert float((warped - a)[0][:, torch.from_numpy(keep)].abs().max()) < 1e-5  # b warped back by the true motion is a
+    assert float(emap[~keep].max()) > 1e-3  # outside the mask the error is real, just not counted
 
 
 def test_translation_stylized_by_identity_is_near_zero_with_dis(vgg):
@@ -180,23 +194,6 @@ def test_pictures_report_and_json(tmp_path, vgg):
     data = json.loads(out.read_text())
     assert [d["name"] for d in data] == ["a", "b"] and data[0]["e_warp_ratio"] == 1.0
     assert not [p for p in tmp_path.iterdir() if ".part" in p.name]
-
-
-def test_loss_curves(tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    run.mkdir()
-    rows = [{"step": s, "content": 1 / (s + 1), "style": 2 / (s + 1), "tv": 0.1, "temporal": 0.01, "total": 3.0,
-             "images_per_s": 10.0, "seconds": s} for s in range(0, 50, 10)]
-    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n{\"step\": 60, \"cont")
-    assert len(metrics.read_training_log(run)) == 5  # the partial last line is skipped
-    png = metrics.plot_loss_curves([run, run / "log.jsonl"], tmp_path / "curves.png", labels=["a", "b"])
-    assert read_image(png).shape[0] > 100 and not list(tmp_path.glob(".*.part"))
-    (tmp_path / "empty.jsonl").write_text("")
-    with pytest.raises(FastNSTError, match="no training log rows"):
-        metrics.plot_loss_curves(tmp_path / "empty.jsonl", tmp_path / "x.png")
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(FastNSTError, match="matplotlib"):
-        metrics.plot_loss_curves(run, tmp_path / "y.png")
 
 
 def test_flow_choices(tmp_path):

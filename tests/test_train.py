@@ -367,6 +367,41 @@ def test_interrupt_writes_a_checkpoint_to_resume_from(photos, tmp_path):
     assert result.start_step == stopped and result.steps == stopped + 1
 
 
+def test_a_stop_event_checkpoints_with_a_neutral_note(photos, tmp_path, capsys):
+    """A stop (SIGTERM, quick mode's time budget) is not necessarily an interruption: the note says
+    where the run stopped and how to continue, nothing more."""
+    import threading
+
+    from fastnst.training.loop import train
+
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(photos, tmp_path, steps=50), stop=stop)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    assert torch.load(ckpt, weights_only=True)["step"] == 1
+    err = capsys.readouterr().err
+    assert f"stopped at step 1: checkpoint in {ckpt} (--resume auto continues from it)" in err
+    assert "interrupted" not in err
+
+
+def test_loss_curve_has_a_panel_per_term_and_without_matplotlib_a_single_note(photos, tmp_path, capsys,
+                                                                              monkeypatch):
+    from fastnst.images import read_image
+    from fastnst.training.loop import train
+
+    train(tiny_config(photos, tmp_path, steps=2, sample_every=1, temporal_weight=0.0))
+    # total, content, style, tv, images/s (temporal is off: no panel) in 3 columns, and the run's title
+    assert read_image(tmp_path / "run" / "loss_curve.png").shape == (640, 1260, 3)
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    train(tiny_config(photos, tmp_path, steps=3, sample_every=1, out_dir=str(tmp_path / "bare"),
+                      output=str(tmp_path / "bare.safetensors")))
+    err = capsys.readouterr().err
+    assert err.count("matplotlib is not installed (pip install 'fastnst[plots]'): no loss curve") == 1
+    assert not (tmp_path / "bare" / "loss_curve.png").exists() and (tmp_path / "bare.safetensors").is_file()
+
+
 def test_bf16_training_on_cpu_runs_with_finite_falling_loss(photos, tmp_path, capsys):
     """--amp bf16 on any CPU (emulated where not native, with a warning): finite, falling loss."""
     from fastnst.devices import cpu_has_native_bf16
@@ -427,7 +462,7 @@ def test_background_run_stops_on_sigterm_with_a_checkpoint_and_resumes(photos, t
     assert proc.returncode == 130, err[-2000:]
     state = torch.load(tmp_path / "bg" / "checkpoint.pt", weights_only=True)
     stopped = state["step"]
-    assert stopped >= 2 and "--resume auto" in err
+    assert stopped >= 2 and f"stopped at step {stopped}: checkpoint in " in err and "--resume auto" in err
     rc = subprocess.run(args + ["--steps", str(stopped + 2), "--resume", "auto", "--no-progress"], cwd=tmp_path,
                         env=_checkout_env(),
                         check=False, capture_output=True, text=True, timeout=120)

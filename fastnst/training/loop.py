@@ -51,6 +51,7 @@ from ..flow import warp
 from ..images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
 from ..models import PRESETS, Arch, TransformerNet
 from ..perceptual import PerceptualLoss, load_extractor, normalise_weights
+from ..pictures import MatplotlibMissing, plot_loss_curves
 from ..styles import load_style_file, save_style
 from . import dist
 from .config import TrainConfig, parse_config
@@ -166,38 +167,6 @@ def sample_sheet(inputs: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor]
     tiles = [to_uint8(x) for x in inputs] + [to_uint8(y) for y in outputs]
     names = list(labels) + [f"step {step}"] * len(outputs)
     return contact_sheet(tiles, columns=len(inputs), labels=names)
-
-
-def plot_loss_curve(history: Sequence[Mapping[str, float]], path: Path, title: str = "") -> Path | None:
-    """Loss terms against step on a log axis, written atomically; None when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    if not history:
-        return None
-    steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for key in LOSS_KEYS:
-        ys = [h[key] for h in history]
-        if any(y > 0 for y in ys):
-            ax.plot(steps, ys, label=key, linewidth=2.0 if key == "total" else 1.2)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("weighted loss")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return path
 
 
 def save_checkpoint(path: Path, *, step: int, seconds: float, net: nn.Module, optimizer: torch.optim.Optimizer,
@@ -392,6 +361,7 @@ class _Trainer:
         self.temporal = cfg.temporal_weight > 0
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.start_step, self.seconds0, self.history = 0, 0.0, []
+        self.curve_note = ""  # set when the loss curve cannot be drawn (no matplotlib): noted once
         self.at_step = 0
         self.t0 = time.perf_counter()
 
@@ -512,8 +482,8 @@ class _Trainer:
         except KeyboardInterrupt:
             if info.main and self.at_step > self.start_step:
                 self.save_outputs(checkpoint=True, samples=False)
-                _note(info, f"interrupted: checkpoint at step {self.at_step} in {self.ckpt_path}; "
-                            "continue with --resume auto")
+                _note(info, f"stopped at step {self.at_step}: checkpoint in {self.ckpt_path} "
+                            "(--resume auto continues from it)")
             raise
         finally:
             self.bar.close()
@@ -595,9 +565,19 @@ class _Trainer:
             outs = stylize_samples(self.net, self.sample_inputs, self.device, self.dtype)
             write_image(self.out_dir / "samples" / f"step_{step:06d}.png",
                         sample_sheet(self.sample_inputs, outs, self.sample_labels, step))
-        if samples and plot_loss_curve(self.history, self.out_dir / "loss_curve.png",
-                                       f"{self.name} ({self.preset})") is None and self.history:
-            _note(info, "matplotlib is not installed (pip install fastnst[plots]): no loss curve")
+        if samples:
+            self.plot_losses()
+
+    def plot_losses(self) -> None:
+        """``loss_curve.png`` from the history so far; without matplotlib a note (once) and no picture."""
+        if not self.history or self.curve_note:
+            return
+        try:
+            plot_loss_curves({self.name: self.history}, self.out_dir / "loss_curve.png",
+                             title=f"{self.name} ({self.preset})")
+        except MatplotlibMissing:
+            self.curve_note = "matplotlib is not installed (pip install 'fastnst[plots]'): no loss curve"
+            _note(self.info, self.curve_note)
 
     def finish(self) -> TrainResult:
         """The style model (rank 0), after every process is done; the run's result."""

@@ -229,11 +229,13 @@ def _add_webcam(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from .fileio import refuse_existing
     from .metrics import evaluate_video, format_report, save_report
 
     o = from_args(EvalOptions, args)
     if o.stylized is not None and o.model is not None:
         raise FastNSTError("Give either STYLIZED or --model, not both.")
+    refuse_existing(o.json, o.force)
     model = o.model_options
     report = evaluate_video(
         o.input, o.stylized, style_image=o.style, style_model=o.model, device=o.device,
@@ -249,8 +251,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_curves(args: argparse.Namespace) -> int:
+    from .fileio import refuse_existing
     from .pictures import plot_loss_curves
 
+    refuse_existing(args.output, args.force)
     print(f"wrote {plot_loss_curves(args.logs, args.output, labels=args.labels)}")
     return 0
 
@@ -264,6 +268,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     c.add_argument("logs", nargs="+", help="log.jsonl files or run folders holding one")
     c.add_argument("-o", "--output", required=True, help="output PNG")
     c.add_argument("--labels", type=lambda s: s.split(","), default=None, help="comma-separated run names")
+    c.add_argument("--force", action="store_true", help="replace an existing output file")
     c.set_defaults(func=_cmd_curves)
 
 

@@ -72,6 +72,13 @@ def write_json(path: str | os.PathLike, data: object) -> Path:
     return write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def refuse_existing(path: str | os.PathLike | None, force: bool) -> None:
+    """Raise :class:`FastNSTError` if the output ``path`` exists and ``force`` is off: call it before
+    any work, so a refusal costs nothing and an existing file is never replaced by surprise."""
+    if path is not None and Path(path).exists() and not force:
+        raise FastNSTError(f"Output {path} already exists; pass --force to replace it.")
+
+
 def leftovers(folder: str | os.PathLike) -> list[Path]:
     """Temporary files of this convention left in ``folder`` (by a process that was killed)."""
     return sorted(p for p in Path(folder).iterdir() if p.name.startswith(".") and PART in p.name)

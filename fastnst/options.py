@@ -215,6 +215,7 @@ class EvalOptions:
     model_options: ModelOptions = field(default_factory=ModelOptions,
                                         metadata=_group(help_prefix="with --model: "))
     json: str | None = field(default=None, metadata=_h("also write the figures to this JSON file"))
+    force: bool = field(default=False, metadata=_h("replace an existing --json file"))
     pictures: str | None = field(default=None, metadata=_h(
         "folder for grid.png (input | stylized) and heatmap.png"))
     max_frames: int = field(default=60, metadata=_h("frames to evaluate (after --stride); 0 = all"))

@@ -17,6 +17,7 @@ from fastnst.fileio import (
     put_label,
     read_log_rows,
     read_training_log,
+    refuse_existing,
     temp_path,
     write_atomic,
     write_json,
@@ -109,3 +110,12 @@ def test_label_outline_hugs_the_text_instead_of_smearing_right():
     (o0, o1), (t0, t1) = _drawn_columns("starry_night", (0, 0, 0)), _drawn_columns("starry_night", None)
     assert t0 - 1 <= o0 <= t0 and t1 <= o1 <= t1 + 1
     assert t1 - t0 <= label_width("starry_night") + 2
+
+
+def test_refuse_existing_unless_forced(tmp_path):
+    refuse_existing(None, False)
+    refuse_existing(tmp_path / "new.json", False)
+    (tmp_path / "old.json").write_text("{}")
+    with pytest.raises(FastNSTError, match="already exists; pass --force"):
+        refuse_existing(tmp_path / "old.json", False)
+    refuse_existing(tmp_path / "old.json", True)

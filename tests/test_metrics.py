@@ -249,6 +249,14 @@ def test_eval_cli_on_video_files(tmp_path, capsys, monkeypatch, vgg):
     rc = cli.main(["eval", str(video), "--style", str(tmp_path / "style.png"), "-q", "--device", "cpu"])
     assert rc == 0 and "floor only" in capsys.readouterr().out
 
+    before = (tmp_path / "r.json").read_text()  # an existing report is refused before any work
+    rc = cli.main(["eval", str(video), "--style", str(tmp_path / "style.png"), "-q", "--json", str(tmp_path / "r.json")])
+    assert rc == cli.EXIT_USER_ERROR and "--force" in capsys.readouterr().err
+    assert (tmp_path / "r.json").read_text() == before
+    rc = cli.main(["eval", str(video), "--style", str(tmp_path / "style.png"), "-q", "--device", "cpu", "--json",
+                   str(tmp_path / "r.json"), "--force"])
+    assert rc == 0 and json.loads((tmp_path / "r.json").read_text())["frames"] == 6
+
     rc = cli.main(["eval", str(tmp_path / "nope.mp4"), str(video), "--style", str(tmp_path / "style.png"), "-q"])
     err = capsys.readouterr().err
     assert rc == cli.EXIT_USER_ERROR and "nope.mp4" in err and len(err.strip().splitlines()) == 1

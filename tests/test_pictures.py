@@ -198,6 +198,10 @@ def test_curves_command(tmp_path, capsys, monkeypatch):
     out = tmp_path / "c.png"
     assert cli.main(["curves", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(out)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out and read_image(out).shape == (600, 1260, 3)
+    before = out.read_bytes()
+    rc = cli.main(["curves", str(tmp_path / "a"), "-o", str(out)])  # one run now: a different picture
+    assert rc == cli.EXIT_USER_ERROR and "--force" in capsys.readouterr().err and out.read_bytes() == before
+    assert cli.main(["curves", str(tmp_path / "a"), "-o", str(out), "--force"]) == 0 and out.read_bytes() != before
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     rc = cli.main(["curves", str(tmp_path / "a"), "-o", str(tmp_path / "d.png")])
     err = capsys.readouterr().err

@@ -745,3 +745,13 @@ def test_torchrun_two_processes_gloo(photos, tmp_path):
     assert log[-1]["images_per_s"] > 0
     assert load_style(tmp_path / "ddp.safetensors").train_config["steps"] == 5
     print(f"torchrun test: {time.perf_counter() - t0:.1f} s")
+
+
+def test_warmup_ramps_the_learning_rate_linearly_then_holds():
+    from fastnst.training.loop import lr_at, train
+
+    cfg = TrainConfig(content=["x"], style=["y"], lr=1e-3, warmup_steps=4)
+    assert [lr_at(cfg, s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert lr_at(TrainConfig(content=["x"], style=["y"], lr=1e-3), 0) == 1e-3
+    with pytest.raises(FastNSTError, match="warmup"):
+        train(parse_config(["--content", "x", "--style", "y", "--warmup-steps", "-1"]))

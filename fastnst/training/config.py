@@ -60,6 +60,10 @@ class TrainConfig:
     steps: int = field(default=2000, metadata=_h(
         "optimizer steps in total (a resumed run continues up to this number)"))
     lr: float = field(default=1e-3, metadata=_h("Adam learning rate"))
+    # Adam's first steps move every weight by about lr whatever its gradient (the moment estimates hold
+    # one sample): a fine-tune at lr 1e-3 wrecked a trained net in two steps (quick.py). A linear ramp
+    # over the first steps lets the estimates settle, so short fine-tunes can use a higher lr.
+    warmup_steps: int = field(default=0, metadata=_h("ramp the learning rate linearly up over the first N steps"))
     content_weight: float = field(default=1.0, metadata=_h("weight of the relative content loss"))
     style_weight: float = field(default=10.0, metadata=_h("weight of the relative style (Gram) loss"))
     tv_weight: float = field(default=10.0, metadata=_h(

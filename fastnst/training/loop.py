@@ -137,6 +137,13 @@ def amp_dtype(mode: str, device: torch.device) -> tuple[torch.dtype | None, str]
     return torch.bfloat16, note
 
 
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Learning rate of step ``step + 1`` (0-based ``step`` steps done): ``lr`` after a linear warm-up."""
+    if cfg.warmup_steps <= 0:
+        return cfg.lr
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+
+
 def build_loss_network(cfg: TrainConfig, taps: Sequence[str], device: torch.device) -> nn.Module:
     """The VGG19 returning ``taps``: real weights (``cfg.vgg_weights`` or the cache), or for
     ``vgg_weights="random"`` a seeded random VGG19 with torchvision preprocessing (tests: no download)."""
@@ -291,6 +298,8 @@ def _validate(cfg: TrainConfig) -> None:
         raise FastNSTError("--steps and --batch-size must be ≥ 1 and --image-size ≥ 16.")
     if cfg.lr <= 0:
         raise FastNSTError("--lr must be positive.")
+    if cfg.warmup_steps < 0:
+        raise FastNSTError("--warmup-steps must be 0 or more.")
     weights = (cfg.content_weight, cfg.style_weight, cfg.tv_weight, cfg.temporal_weight)
     if any(w < 0 or not math.isfinite(w) for w in weights):
         raise FastNSTError("Loss weights must be finite and non-negative.")
@@ -500,6 +509,8 @@ class _Trainer:
         with autocast(self.device, self.dtype):
             terms = self._loss_terms(batch, x1)
         self.optimizer.zero_grad(set_to_none=True)
+        for group in self.optimizer.param_groups:  # a function of the step: resumes exactly
+            group["lr"] = lr_at(self.cfg, self.at_step)
         self.scaler.scale(terms[-1]).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()

@@ -230,3 +230,22 @@ def test_run_quick_checks_before_spending_the_budget(scene):
     with pytest.raises(FastNSTError, match="at least 1"):
         quick.run_quick(opts)
     assert not scene["run"].exists()
+
+
+def test_temporal_weight_reaches_the_trainer_and_is_checked_first(scene, monkeypatch):
+    seen = {}
+
+    def fake_train(cfg, **kwargs):  # record the config, then stop as the budget would
+        seen["temporal_weight"] = cfg.temporal_weight
+        raise FastNSTError("stop here")
+
+    monkeypatch.setattr("fastnst.training.loop.train", fake_train)
+    opts = quick.build_parser().parse_args(_args(scene))
+    assert opts.temporal_weight == quick.QUICK_SETTINGS["temporal_weight"]
+    opts = quick.build_parser().parse_args(_args(scene, "--temporal-weight", "250"))
+    with pytest.raises(FastNSTError, match="stop here"):
+        quick.run_quick(opts)
+    assert seen == {"temporal_weight": 250.0}
+    opts = quick.build_parser().parse_args(_args(scene, "--temporal-weight", "-1"))
+    with pytest.raises(FastNSTError, match="temporal-weight"):
+        quick.run_quick(opts)

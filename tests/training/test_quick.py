@@ -20,17 +20,12 @@ from fastnst.styles import list_styles, load_style, user_styles_dir
 from fastnst.training import main as train_main
 from fastnst.training import quick
 
-from .conftest import smooth_image
+from ..conftest import smooth_image
+from .conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 # Tiny sizes and a seeded random VGG19 (no weights on test machines): the mechanics, not the look.
 TINY = ["--vgg-weights", "random", "--image-size", "32", "--batch-size", "2", "--style-size", "32",
         "--match-size", "48", "--sample-size", "48", "--val-images", "2", "--threads", "1", "--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Every test here runs single-threaded (see conftest.one_thread)."""
 
 
 @pytest.fixture

@@ -61,8 +61,9 @@ QUICK_SETTINGS = {
 #   the base net itself: 0.75x / 3.3x
 # Only 10000 keeps the video steadier than the base; a fine-tune that flickers 2.6x more than the net
 # it came from is not what fastnst is for. Below it the style term undoes the base's temporal
-# training within a few dozen steps. At 10000 more steps improve the style at the same flicker (26
-# steps: 0.70x / 2.1x); lr 6e-4 with a 10-step warm-up (0.64x / 2.1x) and content weight 0.3 (same
+# training within a few dozen steps. At 10000 the style saturates rather than waiting for compute: 26
+# steps 0.70x / 2.1x, 145 steps 0.62x / 2.2x, 533 steps (a 15-minute budget) 0.63x / 1.7x. lr 6e-4 with
+# a 10-step warm-up (0.64x / 2.1x) and content weight 0.3 (same
 # style on the sample photos) did not help: the temporal term is what binds. Two other ways were tried
 # and dropped: training only the 1-D parameters (instance-norm scales and shifts, biases; lr 3e-3,
 # temporal 1000, 75 steps on a loaded CPU) gave 0.58x / 4.9x; folding a linear colour transfer onto the

@@ -6,9 +6,10 @@ measured.
 A field's metadata holds its command-line form (help text, argparse keywords, a ``flag`` when the
 option's name differs from the field's); :func:`add_options` builds a parser's options from a
 dataclass, walking into nested option dataclasses, so an option shared by several commands
-(:class:`EngineOptions`, :class:`ModelOptions`) is declared once. :func:`from_args` turns the parsed
-arguments back into the dataclass; :func:`apply_settings` lets the library take the same settings as
-keyword arguments (``stylize_video(..., work_size=64)``).
+(:class:`EngineOptions`, :class:`ModelOptions`) is declared once; the trainer's command line is built
+by it too (:class:`fastnst.training.config.TrainConfig`: ``--x/--no-x`` booleans, a recipe's defaults).
+:func:`from_args` turns the parsed arguments back into the dataclass; :func:`apply_settings` lets the
+library take the same settings as keyword arguments (``stylize_video(..., work_size=64)``).
 """
 
 from __future__ import annotations
@@ -287,17 +288,51 @@ class GatysOptions:
 _type_hints = functools.cache(typing.get_type_hints)  # a command's parser is built more than once in tests
 
 
-def _scalar_type(hint: Any) -> type | None:
-    """``int`` for ``int`` or ``int | None``; None for anything else (bool, lists, unions of two types)."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = args[0] if len(args) == 1 else hint
-    return base if base in (int, float, str) else None
+def _base(hint: Any) -> Any:
+    """``X`` for ``X | None``; ``hint`` itself otherwise."""
+    args = typing.get_args(hint)
+    rest = [a for a in args if a is not type(None)]
+    return rest[0] if len(rest) == 1 and len(args) == 2 else hint
 
 
-def _add_field(target: Any, f: Any, hint: Any, default: Any, help_prefix: str) -> None:
+def _implied(hint: Any, negatable: bool) -> dict[str, Any]:
+    """The ``add_argument`` keywords a field's type implies when its metadata names no action or type:
+    a bool is a switch (``--x``, or ``--x/--no-x`` when ``negatable``), a list takes one or more
+    values, a ``dict[str, float]`` takes layer weights ``NAME[:W],…``, an int or float its type."""
+    base = _base(hint)
+    if base is bool:
+        return {"action": argparse.BooleanOptionalAction if negatable else "store_true"}
+    if typing.get_origin(base) is list:
+        return {"nargs": "+"}
+    if typing.get_origin(base) is dict:
+        return {"type": parse_layer_weights}
+    return {"type": base} if base in (int, float) else {}
+
+
+def _format_layers(weights: Mapping[str, float]) -> str:
+    return ",".join(f"{k}:{v:g}" for k, v in weights.items())
+
+
+def _default_note(hint: Any, default: Any, help: str) -> str:
+    """`` (default: …)`` for a parser whose help texts state their defaults themselves (not for
+    switches or lists, nor an empty default, nor a help text that already says its default)."""
+    base = _base(hint)
+    if base is bool or typing.get_origin(base) is list:
+        return ""
+    if isinstance(default, Mapping):
+        return f" (default: {_format_layers(default)})"
+    return "" if default in ("", None) or "default" in help else f" (default: {default})"
+
+
+def _add_field(target: Any, f: Any, hint: Any, default: Any, help_prefix: str, *, given: bool = False,
+               negatable: bool = False, show_defaults: bool = False) -> None:
     meta = dict(f.metadata)
     flag, short, positional = meta.pop("flag"), meta.pop("short"), meta.pop("positional")
     kwargs = {**meta, "help": help_prefix + meta["help"]}
+    if show_defaults:
+        kwargs["help"] += _default_note(hint, default, kwargs["help"])
+    if given:  # a value from elsewhere (a recipe): the option may be left out
+        kwargs.pop("required", None)
     if positional:
         names = [f.name]
         if kwargs.get("nargs") in ("?", "*"):
@@ -308,28 +343,38 @@ def _add_field(target: Any, f: Any, hint: Any, default: Any, help_prefix: str) -
         if flag and not {"metavar", "action", "choices"} & set(kwargs) and hint is not bool:
             kwargs["metavar"] = flag.lstrip("-").replace("-", "_").upper()  # not the field's name
     if "action" not in kwargs and "type" not in kwargs:
-        if hint is bool:
-            kwargs["action"] = "store_true"
-        elif _scalar_type(hint) is not None and _scalar_type(hint) is not str:
-            kwargs["type"] = _scalar_type(hint)
+        kwargs = {**_implied(hint, negatable), **kwargs}
     target.add_argument(*names, **kwargs)
 
 
-def add_options(parser: argparse.ArgumentParser, options: Any, *, _target: Any = None,
+def add_options(parser: argparse.ArgumentParser, options: Any, defaults: Mapping[str, Any] | None = None, *,
+                negatable: bool = False, show_defaults: bool = False, _target: Any = None,
                 _prefix: str = "") -> argparse.ArgumentParser:
     """Add one command-line option per field of ``options`` (an options dataclass or an instance,
-    whose values become the defaults), nested option dataclasses included; returns ``parser``."""
+    whose values become the defaults), nested option dataclasses included; returns ``parser``.
+
+    ``defaults`` (by field name, e.g. a recipe's values) replace those defaults, and an option given
+    one is no longer required. ``negatable``: booleans are ``--x/--no-x`` rather than ``--x`` switches.
+    ``show_defaults``: each help text ends with its default (for a parser without
+    :class:`fastnst.argtypes.HelpFormatter`)."""
     instance = options() if isinstance(options, type) else options
+    defaults = defaults or {}
+    unknown = sorted(set(defaults) - set(field_names(instance))) if _target is None else []
+    if unknown:
+        raise TypeError(f"add_options() got default(s) for no option: {', '.join(unknown)}")
     hints = _type_hints(type(instance))
     target = _target or parser
+    style = {"negatable": negatable, "show_defaults": show_defaults}
     for f in fields(instance):
         value = getattr(instance, f.name)
         if is_dataclass(value):
             title = f.metadata.get("title")
             inner = parser.add_argument_group(title) if title else target
-            add_options(parser, value, _target=inner, _prefix=_prefix + f.metadata.get("help_prefix", ""))
+            add_options(parser, value, defaults, **style, _target=inner,
+                        _prefix=_prefix + f.metadata.get("help_prefix", ""))
         else:
-            _add_field(target, f, hints[f.name], value, _prefix)
+            _add_field(target, f, hints[f.name], defaults.get(f.name, value), _prefix,
+                       given=f.name in defaults, **style)
     return parser
 
 

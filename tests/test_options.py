@@ -21,6 +21,7 @@ from fastnst.options import (
     StylizeOptions,
     VideoOptions,
     WebcamOptions,
+    _h,
     add_options,
     apply_settings,
     field_names,
@@ -132,6 +133,42 @@ def test_bad_values_are_refused_by_the_parser(argv: list[str], message: str, cap
     with pytest.raises(SystemExit) as exc:
         cli.build_parser().parse_args(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+@dataclasses.dataclass
+class _TrainerStyle:
+    paths: list[str] = dataclasses.field(default_factory=list, metadata=_h("inputs", required=True, metavar="P"))
+    layers: dict[str, float] = dataclasses.field(default_factory=lambda: {"relu1_1": 1.0, "relu2_1": 0.5},
+                                                 metadata=_h("taps"))
+    half: bool = dataclasses.field(default=False, metadata=_h("store fp16 weights"))
+    steps: int = dataclasses.field(default=0, metadata=_h("optimizer steps"))
+    threads: int = dataclasses.field(default=2, metadata=_h("CPU threads (0 = torch's default)"))
+    name: str = dataclasses.field(default="", metadata=_h("run name"))
+
+
+def test_negatable_switches_lists_layer_weights_and_defaults_in_the_help(capsys) -> None:
+    # the trainer's command line (fastnst.training.config): --x/--no-x, defaults stated, a recipe's defaults
+    parser = add_options(argparse.ArgumentParser(), _TrainerStyle, negatable=True, show_defaults=True)
+    args = parser.parse_args(["--paths", "a", "b", "--layers", "relu3_1:2,relu4_1", "--half", "--steps", "5"])
+    assert from_args(_TrainerStyle, args) == _TrainerStyle(["a", "b"], {"relu3_1": 2.0, "relu4_1": 1.0}, True, 5)
+    assert parser.parse_args(["--paths", "a", "--no-half"]).half is False
+    text = " ".join(parser.format_help().split())
+    assert "--half, --no-half store fp16 weights -" in text and "taps (default: relu1_1:1,relu2_1:0.5)" in text
+    assert "optimizer steps (default: 0)" in text and text.endswith("run name")
+    assert "(0 = torch's default) -" in text  # a help text that states its default keeps it
+    with pytest.raises(SystemExit):
+        parser.parse_args([])
+    assert "the following arguments are required: --paths" in capsys.readouterr().err
+    given = add_options(argparse.ArgumentParser(), _TrainerStyle, {"paths": ["x"], "steps": 7},
+                        show_defaults=True)
+    assert from_args(_TrainerStyle, given.parse_args([])) == _TrainerStyle(["x"], steps=7)
+    assert "optimizer steps (default: 7)" in " ".join(given.format_help().split())
+    with pytest.raises(SystemExit):  # not negatable: a --half switch only
+        given.parse_args(["--no-half"])
+    with pytest.raises(TypeError, match="bogus"):
+        add_options(argparse.ArgumentParser(), _TrainerStyle, {"bogus": 1})
+    force = _actions(_subparser("stylize"))["force"]  # the fastnst commands keep their switches
+    assert force.option_strings == ["--force"] and force.nargs == 0
 
 
 def test_library_settings_by_field_name() -> None:

@@ -1,8 +1,9 @@
 """The training configuration: one dataclass, from which the command line is built.
 
 Every field of :class:`TrainConfig` becomes an option (``image_size`` → ``--image-size``) whose
-help text lives in the field's metadata, so the dataclass is the one source of truth. This module
-imports neither torch nor fastnst's heavy parts, so ``fastnst --help`` stays fast.
+help text lives in the field's metadata, so the dataclass is the one source of truth; the parser is
+built by :func:`fastnst.options.add_options`, as every command's is. This module imports neither torch
+nor fastnst's heavy parts, so ``fastnst --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import os
 import sys
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..argtypes import parse_layer_weights
 from ..errors import FastNSTError
+from ..options import _h, add_options, from_args
 
 # Content at relu2_2 (Johnson et al. 2016) keeps edges and small detail; style at Gatys et al.'s
 # relu1_1…relu5_1, the set the Gatys mode and `fastnst eval`'s style distance use. Johnson's style set
@@ -29,11 +31,6 @@ from ..errors import FastNSTError
 JOHNSON_CONTENT_LAYERS = {"relu2_2": 1.0}
 GATYS_STYLE_LAYERS = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0}
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
-
-
-def _h(text: str, **argparse_kwargs) -> dict:
-    """Field metadata: the option's help text and extra ``add_argument`` keywords."""
-    return {"help": text, **argparse_kwargs}
 
 
 @dataclass
@@ -153,41 +150,6 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def _format_layers(d: dict[str, float]) -> str:
-    return ",".join(f"{k}:{v:g}" for k, v in d.items())
-
-
-def add_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str, object] | None = None
-                  ) -> argparse.ArgumentParser:
-    """Add one option per :class:`TrainConfig` field to ``parser``; ``defaults`` (a recipe's values)
-    replace the dataclass defaults, and a required option a recipe provides is no longer required."""
-    hints = typing.get_type_hints(TrainConfig)
-    defaults = defaults or {}
-    for f in fields(TrainConfig):
-        meta = dict(f.metadata)
-        help_text = meta.pop("help", "")
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        default = defaults.get(f.name, default)
-        if f.name in defaults:
-            meta.pop("required", None)
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        kwargs: dict = {"dest": f.name, "help": help_text, **meta}
-        if hint is bool:
-            kwargs.update(action=argparse.BooleanOptionalAction, default=default)
-        elif typing.get_origin(hint) is list:
-            kwargs.update(nargs="+", default=default)
-        elif typing.get_origin(hint) is dict:
-            kwargs.update(type=parse_layer_weights, default=default)
-            kwargs["help"] += f" (default: {_format_layers(default)})"
-        else:
-            kwargs.update(type=hint, default=default)
-            if default not in ("", None) and "default" not in kwargs["help"]:
-                kwargs["help"] += f" (default: {default})"
-        parser.add_argument(flag, **kwargs)
-    return parser
-
-
 def build_parser(prog: str = "python -m train", defaults: Mapping[str, object] | None = None
                  ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -198,11 +160,9 @@ def build_parser(prog: str = "python -m train", defaults: Mapping[str, object] |
                     "(train/recipes/ reproduces each shipped style). Your own painting in minutes: "
                     "--style PAINTING --quick [--minutes N] (see --quick --help).",
     )
-    return add_arguments(parser, defaults)
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    # Booleans are --x/--no-x (a recipe's true can be turned off); the help texts state the defaults, a
+    # recipe's where it gives one (which also makes --content/--style no longer required).
+    return add_options(parser, TrainConfig, defaults, negatable=True, show_defaults=True)
 
 
 def parse_config(argv: Sequence[str] | None = None, prog: str = "python -m train") -> TrainConfig:
@@ -214,7 +174,7 @@ def parse_config(argv: Sequence[str] | None = None, prog: str = "python -m train
     pre.add_argument("--data-root", default="")
     known, _ = pre.parse_known_args(argv)
     defaults = read_recipe(known.recipe, data_root=known.data_root) if known.recipe else None
-    return config_from_args(build_parser(prog, defaults).parse_args(argv))
+    return from_args(TrainConfig, build_parser(prog, defaults).parse_args(argv))
 
 
 # --- recipes ----------------------------------------------------------------------------------------

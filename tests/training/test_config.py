@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fastnst.styles import load_style
-from fastnst.training.config import GATYS_STYLE_LAYERS, TrainConfig, build_parser, parse_config
+from fastnst.training.config import GATYS_STYLE_LAYERS, TrainConfig, build_parser, parse_config, read_recipe
 
 from .conftest import REPO
 
@@ -30,6 +30,24 @@ def test_parser_is_built_from_the_dataclass():
     assert TrainConfig.from_dict({**cfg.to_dict(), "unknown_later_field": 1}) == cfg
     with pytest.raises(SystemExit):
         parse_config(["--content", "a", "--style", "s.png", "--style-layers", "relu1_1:x"])
+
+
+def test_the_trainers_command_line_states_defaults_and_takes_a_recipes(capsys):
+    text = " ".join(build_parser().format_help().split())
+    assert "--half, --no-half store the final model's weights as fp16 (half the file size) --" in text
+    assert "(default: relu2_2:1)" in text and "training crop size, px (square) (default: 256)" in text
+    assert "initialisation (default: 0)" in text  # --seed's 0 is stated...
+    assert "shared with other jobs --workers" in text  # ...but not --threads', whose help states it
+    with pytest.raises(SystemExit):
+        parse_config([])
+    assert "error: the following arguments are required: --content, --style" in capsys.readouterr().err
+    recipe = read_recipe(REPO / "train" / "recipes" / "starry_night.toml")
+    text = " ".join(build_parser(defaults=recipe).format_help().split())
+    assert "[--content DIR [DIR ...]] [--style IMAGE [IMAGE ...]]" in text  # the recipe gives them
+    assert f"training crop size, px (square) (default: {recipe['image_size']})" in text
+    with pytest.raises(SystemExit):
+        parse_config(["--recipe", str(REPO / "train" / "recipes" / "starry_night.toml"), "--half=1"])
+    assert "argument --half/--no-half: ignored explicit argument '1'" in capsys.readouterr().err
 
 
 def test_help_from_python_m_train_and_fastnst_train(capsys):

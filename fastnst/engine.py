@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .errors import FastNSTError
+from .fileio import refuse_existing
 
 
 class End:
@@ -240,8 +241,7 @@ def check_output(in_path: Path, out_path: Path, codec: str, *, force: bool = Tru
         raise FastNSTError(f"Output {out_path} needs a video extension such as .mp4, .mkv or .avi.")
     if in_path.exists() and out_path.exists() and in_path.resolve() == out_path.resolve():
         raise FastNSTError("The output must not overwrite the input video.")
-    if out_path.exists() and not force:
-        raise FastNSTError(f"Output {out_path} already exists; pass --force to replace it.")
+    refuse_existing(out_path, force)
     try:
         av.codec.Codec(codec, "w")
     except Exception as exc:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import FastNSTError
-from .fileio import atomic_path
+from .fileio import atomic_path, refuse_existing
 from .options import DEFAULT_OPSET
 
 SUFFIXES = (".onnx", ".pt2")
@@ -72,8 +72,7 @@ def _check_output(path: Path, force: bool) -> str:
         raise FastNSTError(f"Cannot export to {suffix or 'a file without an extension'}; use .onnx or .pt2.")
     if path.is_dir():
         raise FastNSTError(f"Output {path} is a folder; give a file name such as {path / 'model'}{suffix}.")
-    if path.exists() and not force:
-        raise FastNSTError(f"{path} already exists; pass --force to overwrite it.")
+    refuse_existing(path, force)
     return suffix
 
 

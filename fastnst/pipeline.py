@@ -25,6 +25,7 @@ import torch
 from .devices import parse_dtype
 from .engine import Batch, Channel, CudaBatcher, End, Failed, Reader, Stopped, Writer, check_output
 from .errors import FastNSTError
+from .fileio import refuse_existing
 from .images import IMAGE_SUFFIXES, list_images, read_image, write_image
 from .mixer import Mixer, build_mixer, plan_styles
 from .options import (
@@ -455,8 +456,7 @@ def _stylize_image(in_path: Path, out_path: Path, render: Callable[[], Callable]
         out_path = out_path / in_path.name
     if out_path.exists() and out_path.resolve() == in_path.resolve():
         raise FastNSTError("The output must not overwrite the input image.")
-    if out_path.exists() and not force:
-        raise FastNSTError(f"Output {out_path} already exists; pass --force to replace it.")
+    refuse_existing(out_path, force)
     return write_image(out_path, render()(read_image(in_path)))
 
 

@@ -423,9 +423,7 @@ class _Trainer:
         cfg, state = self.cfg, self.state
         if state is not None:
             self.net.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            for group in self.optimizer.param_groups:  # a changed --lr applies to the continued run
-                group["lr"] = cfg.lr
+            self.optimizer.load_state_dict(state["optimizer"])  # its saved lr is replaced at each step
             if state.get("scaler") and self.scaler.is_enabled():
                 self.scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["rng"]["torch"])
@@ -509,7 +507,8 @@ class _Trainer:
         with autocast(self.device, self.dtype):
             terms = self._loss_terms(batch, x1)
         self.optimizer.zero_grad(set_to_none=True)
-        for group in self.optimizer.param_groups:  # a function of the step: resumes exactly
+        # a function of the step, so a resumed run matches, and a changed --lr applies to a continued one
+        for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.cfg, self.at_step)
         self.scaler.scale(terms[-1]).backward()
         self.scaler.step(self.optimizer)

@@ -38,7 +38,7 @@ def _crop2x(img: np.ndarray) -> np.ndarray:
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:
-    """White text on a dark bar (contact_sheet's outlined labels smear: a thick stroke advances wider)."""
+    """White text on a dark bar, so the label reads on the painting tiles' bright strokes."""
     img = img.copy()
     (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
     cv2.rectangle(img, (0, 0), (w + 8, h + 10), (0, 0, 0), -1)

@@ -17,7 +17,7 @@ blur (binomial [1,2,1]²) before each stride-2 convolution and upsample bilinear
 
 Measured on the 2-core AMD Zen 3, VincentVanGogh0013 from night_cafe_fast, 145 steps, bikes.mp4 40 frames
 (style × the input's / E_warp × the floor, stabilised 0.5): t10000 0.62/2.2, t3000 0.51/5.0, t1000
-0.44/8.6, aa_t1000 0.45/8.7, noise_t1000 0.43/9.1, noise_t3000 0.48/5.9, video_t10000 0.51/6.0,
+0.44/8.6, aa_t1000 0.45/8.6, noise_t1000 0.43/9.1, noise_t3000 0.48/5.9, video_t10000 0.51/6.0,
 video_t3000 0.45/8.6, big_t10000 0.68/1.8, big_t3000 0.60/4.0, t3000 at stabilise 1 (stab1_t3000)
 0.54/4.0: one curve (README, "Your own painting in minutes").
 """

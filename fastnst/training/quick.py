@@ -69,7 +69,7 @@ QUICK_SETTINGS = {
 # temporal 1000, 75 steps on a loaded CPU) gave 0.58x / 4.9x; folding a linear colour transfer onto the
 # painting (Pitie & Kokaram's Monge-Kantorovich map) into the last conv raised the contrast 2-2.5x and
 # with it the flicker (6.7-9.8x), and the style distance did not improve. Later levers landed on the same
-# curve too: an anti-aliased net (0.45x / 8.7x at temporal 1000), real-video noise levels for the second
+# curve too: an anti-aliased net (0.45x / 8.6x at temporal 1000), real-video noise levels for the second
 # frame, real frame pairs from other videos, the painting at 640 px, --stabilize 1 (the README's quick-mode
 # section and docs/quick_frontier.png). --temporal-weight moves the balance for a user who prefers the
 # painting to steadiness.

@@ -102,7 +102,7 @@ def run_lever(name: str, painting: Path, steps: int, max_frames: int, work: Path
 
 def ratios(report: dict) -> tuple[float, float, float]:
     """(style × the input's, E_warp × the floor, content distance) of a saved report."""
-    return (report["style_distance"] / report["style_distance_input"], report["e_warp"] / report["e_warp_input"],
+    return (report["style_distance"] / report["style_distance_input"], report["e_warp_ratio"],
             report["content_distance"])
 
 

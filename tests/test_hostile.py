@@ -369,3 +369,25 @@ def test_existing_output_is_kept_without_force(tmp_path: Path, model: Path, caps
     rc, err = stylize(capsys, src, out, model, "--force", "--preset", "ultrafast")
     assert rc == 0, err
     assert out.read_bytes() != b"precious"
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 23: the second hostile round
+# --------------------------------------------------------------------------------------------------
+
+
+def one_line(rc: int, err: str, *, code: int = 2) -> str:
+    """The error line of a refusal: exit ``code``, one line on stderr, no traceback."""
+    assert rc == code, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("fastnst"), err
+    return err.strip()
+
+
+def test_13_quick_mode_states_an_unreadable_painting_once(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    rc = cli.main(["train", "--quick", "--style", str(bad), "--out-dir", str(tmp_path / "run")])
+    err = one_line(rc, capsys.readouterr().err)
+    assert err.count(str(bad)) == 1 and err.lower().count("cannot read") == 1, err
+    assert files(tmp_path) == {"bad.png"} and not (tmp_path / "run").exists()

@@ -175,10 +175,7 @@ def read_painting(path: str | os.PathLike):
     p = Path(path)
     if not p.is_file():
         raise FastNSTError(f"The painting {p} does not exist.")
-    try:
-        rgb = read_image(p)
-    except FastNSTError as exc:
-        raise FastNSTError(f"The painting {p} cannot be read as an image ({exc}).") from exc
+    rgb = read_image(p)  # its errors already name the file: wrapping them said the same thing twice
     if min(rgb.shape[:2]) < MIN_SIDE:
         raise FastNSTError(f"The painting {p} is {rgb.shape[1]}×{rgb.shape[0]} px; quick mode needs at least "
                            f"{MIN_SIDE} px a side.")

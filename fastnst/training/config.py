@@ -162,7 +162,11 @@ def build_parser(prog: str = "python -m train", defaults: Mapping[str, object] |
     )
     # Booleans are --x/--no-x (a recipe's true can be turned off); the help texts state the defaults, a
     # recipe's where it gives one (which also makes --content/--style no longer required).
-    return add_options(parser, TrainConfig, defaults, negatable=True, show_defaults=True)
+    add_options(parser, TrainConfig, defaults, negatable=True, show_defaults=True)
+    # listed here for --help only: fastnst.training.main hands a --quick command line to quick mode's own parser
+    parser.add_argument("--quick", action="store_true",
+                        help="your own painting as a style in minutes: --quick --style PAINTING (see --quick --help)")
+    return parser
 
 
 def parse_config(argv: Sequence[str] | None = None, prog: str = "python -m train") -> TrainConfig:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .errors import FastNSTError
+from .fileio import load_torch_weights
 from .vgg import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, VGG19_LAYERS, VGG19Features, load_vgg19
 
 RANDOM = "random"
@@ -68,10 +69,7 @@ def _torchvision_state_dict(weights_enum, weights: str | os.PathLike | None) -> 
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise FastNSTError(f"{path} is not a weights-only torch file.") from exc
+        return load_torch_weights(path)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)

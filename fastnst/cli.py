@@ -180,12 +180,17 @@ def _style_schedule(o: StylizeOptions):
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
-    from .pipeline import stylize_path
+    from .pipeline import BatchError, stylize_path
 
     o = from_args(StylizeOptions, args)
     # Video options are ignored for images and folders.
-    res = stylize_path(o.input, o.output, schedule=_style_schedule(o), engine=o.engine, video=o.video,
-                       progress=not o.quiet, force=o.force)
+    try:
+        res = stylize_path(o.input, o.output, schedule=_style_schedule(o), engine=o.engine, video=o.video,
+                           progress=not o.quiet, force=o.force)
+    except BatchError as exc:
+        for path in exc.written:  # what exists now; the error line says what does not
+            print(f"wrote {path}")
+        raise
     v = res.video
     if v is None:
         what = res.outputs[0] if len(res.outputs) == 1 else f"{len(res.outputs)} images under {o.output}"
@@ -193,7 +198,8 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         return 0
     audio = (f"{v.audio_copied} audio stream(s) copied" if v.audio_copied else "no audio") + (
         f", {v.audio_transcoded} transcoded to AAC" if v.audio_transcoded else "")
-    print(f"wrote {v.output}  ({v.width}x{v.height}, {v.frames} frames at {float(v.video_fps):.3g} fps; {audio}; "
+    size = f"{v.width}x{v.height}" + (f" ({v.size_note})" if v.size_note else "")
+    print(f"wrote {v.output}  ({size}, {v.frames} frames at {float(v.video_fps):.3g} fps; {audio}; "
           f"{v.seconds:.1f} s, {v.fps:.1f} frames/s on {v.device})")
     for note in v.notes:
         print(f"note: {note}")
@@ -201,8 +207,12 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
 
 
 def _add_stylize(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stylize", help="stylize an image, a folder of images or a video file",
-                       formatter_class=HelpFormatter)
+    p = sub.add_parser(
+        "stylize", help="stylize an image, a folder of images or a video file", formatter_class=HelpFormatter,
+        description="Stylize an image, a folder of images (mirrored into the output folder) or a video file (the "
+                    "audio is copied). The network runs at the style's working resolution and the result is "
+                    "upsampled to the output size; video is stabilised against flicker. The output appears only "
+                    "when complete, and an existing file is replaced only with --force.")
     add_options(p, StylizeOptions).set_defaults(func=_cmd_stylize)
 
 
@@ -224,7 +234,9 @@ def _add_webcam(sub: argparse._SubParsersAction) -> None:
         "webcam", help="live style transfer from a camera, video file or stream URL",
         formatter_class=HelpFormatter,
         description="Keys: q/Esc quit, s snapshot, space side-by-side, n/p next/previous style, 1-9 pick a style "
-                    "(cross-faded), +/- strength up/down by 0.1.")
+                    "(cross-faded), +/- strength up/down by 0.1. A video file or URL as --camera is read at its "
+                    "real-time pace, like a camera: frames the network cannot keep up with are dropped (`fastnst "
+                    "stylize` processes every frame). --record writes the stylized picture only, without audio.")
     add_options(p, WebcamOptions).set_defaults(func=_cmd_webcam)
 
 
@@ -306,7 +318,8 @@ def _add_export_info(sub: argparse._SubParsersAction) -> None:
                        formatter_class=HelpFormatter)
     p.add_argument("style", help="style name (see `fastnst styles`) or .safetensors path")
     p.add_argument("-o", "--output", required=True, help="model.onnx or model.pt2")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (17 or newer)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help="ONNX opset, 17 up to what this PyTorch exports (above 20: needs onnxscript)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=_cmd_export)
     i = sub.add_parser("info", help="versions, devices, VGG cache, styles and encoders (for bug reports)")
@@ -342,6 +355,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except FastNSTError as exc:
         print(f"fastnst: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # a last resort: the library words the failures it foresees itself
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"fastnst: error: {exc.strerror or exc}{where}.", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        print("fastnst: error: out of memory; lower --scale, --work-size or --max-size.", file=sys.stderr)
         return EXIT_USER_ERROR
     except Terminated:
         print("fastnst: terminated", file=sys.stderr)

@@ -20,10 +20,11 @@ AVI outputs, which cannot store timestamps, are renumbered at the nominal rate).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,23 +230,161 @@ class CudaBatcher:
             yield Batch(self.pin_out[j].numpy()[:n], pts, release=lambda j=j: self.free.put(j))
 
 
-def check_output(in_path: Path, out_path: Path, codec: str, *, force: bool = True) -> None:
-    """Refuse outputs that cannot work before any decoding starts (one sentence each)."""
-    import av
+# --------------------------------------------------------------------------------------------------
+# Memory: refuse a working size that clearly cannot fit, and say what to lower when one did not
+# --------------------------------------------------------------------------------------------------
 
+LOWER = "lower --scale, --work-size or --max-size"
+_PROBE = 64  # px: the side of the probe forward whose activations are scaled to the real size
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CPU or CUDA, PyTorch or numpy)."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("out of memory", "can't allocate memory", "Cannot allocate memory", "DefaultCPUAllocator"))
+
+
+@contextlib.contextmanager
+def memory_errors(what: str) -> Iterator[None]:
+    """Turn an allocation failure inside the block into one :class:`FastNSTError` sentence that says
+    what to lower; ``what`` names the work (e.g. "stylizing photo.jpg")."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise FastNSTError(f"Out of memory {what}; {LOWER}.") from None  # the allocator's text helps no user
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _address_space_left() -> int | None:
+    """What ``ulimit -v`` still allows this process to map, if it is limited."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/status") as f:
+            size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        return soft - size
+    except (ImportError, OSError, ValueError, StopIteration):
+        return None
+
+
+def _cgroup_left() -> int | None:
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a new allocation can still get on ``device`` (the tightest of the free RAM, ``ulimit -v``
+    and the cgroup limit on a CPU; the free memory of a CUDA device), or None when unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type != "cpu":
+        return None
+    known = [v for v in (_meminfo_available(), _address_space_left(), _cgroup_left()) if v is not None]
+    return min(known) if known else None
+
+
+_per_pixel_cache: dict[int, float] = {}
+
+
+def activation_bytes_per_pixel(net: torch.nn.Module) -> float:
+    """A lower bound on the network's activation memory per input pixel: the largest input + output
+    of any one layer in a small probe forward (any architecture), per probe pixel. The real peak is
+    higher (the residual stream, the allocator's slack), which makes a refusal based on it safe."""
+    key = id(net)
+    if key not in _per_pixel_cache:
+        p = next(net.parameters())
+        peak = 0
+
+        def hook(module, inputs, output) -> None:
+            nonlocal peak
+            tensors = [t for t in (*inputs, output) if isinstance(t, torch.Tensor)]
+            peak = max(peak, sum(t.numel() * t.element_size() for t in tensors))
+
+        leaves = [m for m in net.modules() if not any(True for _ in m.children())]
+        handles = [m.register_forward_hook(hook) for m in leaves]
+        try:
+            with torch.inference_mode():
+                net(torch.zeros(1, 3, _PROBE, _PROBE, device=p.device, dtype=p.dtype))
+        finally:
+            for h in handles:
+                h.remove()
+        _per_pixel_cache[key] = peak / (_PROBE * _PROBE)
+    return _per_pixel_cache[key]
+
+
+def check_memory(stylizers: Iterable, height: int, width: int, *, batch: int = 1, what: str = "") -> None:
+    """Refuse up front, with what to lower, when the networks' activations at the working size of a
+    ``height × width`` frame (``batch`` at a time) clearly cannot fit the memory left."""
+    from .images import resize_shape
+    from .stylizer import work_shape
+
+    needs = []
+    device = None
+    for st in stylizers:
+        net = getattr(st, "net", None)
+        if not isinstance(net, torch.nn.Module) or not any(True for _ in net.parameters()):
+            continue  # another runtime: nothing to measure here
+        h, w = resize_shape(height, width, st.max_size)
+        wh, ww = work_shape(h, w, work_size=st.work_size, scale=st.scale)
+        needs.append((activation_bytes_per_pixel(net) * wh * ww * batch, wh, ww))
+        device = st.device
+    if not needs or device is None:
+        return
+    need, wh, ww = max(needs)
+    left = available_memory(device)
+    if left is not None and need > left:
+        raise FastNSTError(f"The network would run at {ww}x{wh}{f' {what}' if what else ''}, which needs at least "
+                           f"{_size(need)} for its activations, and {_size(max(left, 0))} are free; {LOWER}.")
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def check_output(in_path: Path, out_path: Path, codec: str, *, force: bool = True, crf: float | None = None,
+                 preset: str | None = None) -> None:
+    """Refuse outputs that cannot work before any decoding starts and before any folder is made (one
+    sentence each): a folder or image name, the input itself, an existing file without ``force``, a
+    file type FFmpeg cannot write, an encoder, CRF or preset that does not exist (``crf``/``preset``
+    None: not given)."""
+    from .fileio import check_name
     from .images import IMAGE_SUFFIXES
+    from .video import check_container, check_encoder
 
+    check_name(out_path)
     if out_path.exists() and out_path.is_dir():
         raise FastNSTError(f"Output {out_path} is a folder; give a file name such as {out_path / in_path.stem}.mp4.")
     if out_path.suffix.lower() in IMAGE_SUFFIXES or not out_path.suffix:
         raise FastNSTError(f"Output {out_path} needs a video extension such as .mp4, .mkv or .avi.")
     if in_path.exists() and out_path.exists() and in_path.resolve() == out_path.resolve():
         raise FastNSTError("The output must not overwrite the input video.")
+    check_container(out_path, check_encoder(codec, crf, preset))
     refuse_existing(out_path, force)
-    try:
-        av.codec.Codec(codec, "w")
-    except Exception as exc:
-        raise FastNSTError(f"Unknown or unavailable video encoder {codec!r}.") from exc
 
 
-__all__ = ["Batch", "Channel", "CudaBatcher", "End", "Failed", "Reader", "Stopped", "Writer", "check_output"]
+__all__ = ["Batch", "Channel", "CudaBatcher", "End", "Failed", "Reader", "Stopped", "Writer", "available_memory",
+           "check_memory", "check_output", "is_out_of_memory", "memory_errors"]

@@ -87,28 +87,66 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 200.0 if mse <= 1e-20 else float(10 * torch.log10(torch.tensor(1.0 / mse)))
 
 
+def opset_range() -> tuple[int, int, int]:
+    """``(lowest, highest by the TorchScript exporter, highest)`` ONNX opset this PyTorch exports:
+    17 is the first with LayerNormalization; above the TorchScript exporter's highest, torch's newer
+    exporter (which needs onnxscript) is the only one."""
+    try:
+        from torch.onnx import _constants as c
+
+        legacy = int(getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+        return 17, legacy, max(legacy, int(getattr(c, "ONNX_MAX_OPSET", legacy)))
+    except ImportError:  # a private module: assume what torch 2.5-2.14 say
+        return 17, 20, 20
+
+
+def _check_onnx_request(opset: int) -> None:
+    """Refuse an opset out of range or a missing package before anything is loaded or written (the
+    TorchScript exporter prints its whole graph to stdout before it rejects an opset)."""
+    low, legacy, high = opset_range()
+    if not low <= opset <= high:
+        raise FastNSTError(f"--opset must be from {low} to {high} (what this PyTorch exports), got {opset}.")
+    needed = ("onnx", "onnxscript") if opset > legacy else ("onnx",)  # torch.onnx writes through onnx
+    missing = [name for name in needed if not _importable(name)]
+    if missing:
+        why = "" if missing == ["onnx"] else f" (opsets above {legacy} need torch's newer exporter)"
+        raise FastNSTError(f"Exporting to ONNX needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}"
+                           f"{why}: pip install 'fastnst[onnx]'.")
+
+
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
 def _export_onnx(model: ExportNet, tmp: Path, opset: int) -> None:
     dyn = {0: "batch", 2: "height", 3: "width"}
     kwargs = {"opset_version": opset, "input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME],
               "dynamic_axes": {INPUT_NAME: dyn, OUTPUT_NAME: dyn}}
+    legacy_error: Exception | None = None
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated but needs no onnxscript and takes seconds, not half a
         # minute; the graph is traced from arithmetic on the input size, so it stays dynamic.
         warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(model, (_example(),), str(tmp), dynamo=False, **kwargs)
-            return
-        except (TypeError, RuntimeError, NotImplementedError) as exc:
-            legacy_error = exc
+        if opset <= opset_range()[1]:
+            try:
+                torch.onnx.export(model, (_example(),), str(tmp), dynamo=False, **kwargs)
+                return
+            except (TypeError, RuntimeError, NotImplementedError) as exc:
+                legacy_error = exc
+            if not _importable("onnxscript"):
+                raise FastNSTError(f"ONNX export failed ({legacy_error}).") from legacy_error
         try:
             d = torch.export.Dim.DYNAMIC
             torch.onnx.export(model, (_example(),), str(tmp), dynamo=True, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_shapes={"x": {0: d, 2: d, 3: d}}, external_data=False, verbose=False)
-        except ImportError as exc:
-            raise FastNSTError(f"ONNX export needs the onnx extra: pip install 'fastnst[onnx]' ({exc}).") from exc
         except Exception as exc:
-            raise FastNSTError(f"ONNX export failed ({legacy_error}; then {exc}).") from exc
+            first = f"{legacy_error}; then " if legacy_error else ""
+            raise FastNSTError(f"ONNX export failed ({first}{exc}).") from exc
 
 
 def _add_onnx_metadata(tmp: Path, meta: dict[str, str]) -> None:
@@ -162,8 +200,8 @@ def export_style(style, output: str | os.PathLike, *, force: bool = False, opset
 
     path = Path(output)
     suffix = _check_output(path, force)
-    if opset < 17:
-        raise FastNSTError(f"--opset must be 17 or newer (InstanceNormalization with dynamic sizes), got {opset}.")
+    if suffix == ".onnx":
+        _check_onnx_request(opset)
     if isinstance(style, StyleModel):
         net, name = style.net, style.name
     elif isinstance(style, nn.Module):

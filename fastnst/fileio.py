@@ -7,11 +7,18 @@ The temporary name is ``.STEM.TOKEN.partSUFFIX``:
 - hidden, so the style registry and folder listings never pick it up;
 - ``.part`` in the name, so a leftover is recognisable (tests look for it);
 - a random token, so two processes writing the same destination never share a temporary file;
-- the destination's suffix kept, because encoders choose the container by it (PyAV, torch.onnx).
+- the destination's suffix kept, because encoders choose the container by it (PyAV, torch.onnx);
+- the stem shortened when the whole would pass the file system's name limit (255 bytes on most), so
+  any name the user may legally give can be written.
+
+Folders an output needs are created, and removed again (when still empty) if the write fails, so a
+failed run leaves nothing behind. OS errors while writing become one :class:`FastNSTError` sentence.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -27,43 +34,115 @@ from .errors import FastNSTError
 PART = ".part"
 
 
+def _name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no such folder yet, or no pathconf (Windows)
+        return 255
+
+
 def temp_path(path: str | os.PathLike) -> Path:
     """A fresh hidden temporary name beside ``path`` (see the module docstring for its form)."""
     path = Path(path)
-    return path.with_name(f".{path.stem}.{secrets.token_hex(4)}{PART}{path.suffix}")
+    token = secrets.token_hex(4)
+    room = _name_max(path.parent) - len(os.fsencode(f"..{token}{PART}{path.suffix}"))
+    stem = path.stem
+    while stem and len(os.fsencode(stem)) > room:  # by characters, so a multi-byte one is never split
+        stem = stem[:-1]
+    return path.with_name(f".{stem}.{token}{PART}{path.suffix}")
+
+
+def _reason(path: Path, exc: OSError, *, folder: bool = False) -> str:
+    """Why ``path`` (a ``folder`` to create, or a file) cannot be written, in words: a file standing
+    where a folder must be is named."""
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.ENOENT):
+        for parent in [path, *path.parents] if folder else path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    return f"{parent} is a file, not a folder"
+                break
+    return exc.strerror or str(exc)
+
+
+def cannot_write(path: str | os.PathLike, exc: OSError) -> FastNSTError:
+    """The :class:`FastNSTError` for an OSError met while writing ``path`` (full disk, read-only or
+    missing folder, permissions, a name too long)."""
+    return FastNSTError(f"Cannot write {path} ({_reason(Path(path), exc)}).")
+
+
+@contextmanager
+def created_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Create ``folder`` and its missing parents; if the block fails, remove those this call created
+    that are still empty (a failed run leaves no empty folder behind)."""
+    folder = Path(folder)
+    missing = []
+    p = folder
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _remove_empty(missing)
+        raise FastNSTError(f"Cannot create the folder {folder} ({_reason(folder, exc, folder=True)}).") from exc
+    try:
+        yield folder
+    except BaseException:
+        _remove_empty(missing)
+        raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for p in folders:  # deepest first
+        try:
+            p.rmdir()
+        except OSError:
+            return  # not empty (another writer's file) or already gone: leave it and its parents
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write; on success rename it over ``path``, on any error (an
-    interrupt or a full disk included) delete it. Creates the destination folder.
+    interrupt or a full disk included) delete it. Creates the destination folder (removed again on
+    failure if this call created it). The temporary file exists (empty) when the block starts, so an
+    unwritable destination fails here, as a :class:`FastNSTError`, before any work.
 
     >>> with atomic_path("out.onnx") as tmp:   # doctest: +SKIP
     ...     torch.onnx.export(model, x, tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with created_folder(path.parent):
+        tmp = temp_path(path)
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except OSError as exc:
+            raise cannot_write(path, exc) from exc
+        try:
+            yield tmp
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise cannot_write(path, exc) from exc
+        except BaseException:
+            with contextlib.suppress(OSError):  # the original error is the one to report
+                tmp.unlink(missing_ok=True)
+            raise
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str | Iterable[bytes]) -> Path:
-    """Write ``data`` (bytes, text as UTF-8, or an iterable of byte chunks) to ``path`` atomically.
+    """Write ``data`` (bytes, text as UTF-8, or an iterable of byte chunks) to ``path`` atomically;
+    an OS error (a full disk) is a :class:`FastNSTError` naming ``path``.
 
     The file gets the usual permissions (0666 less the umask), not mkstemp's 0600.
     """
     with atomic_path(path) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(data, str):
-                data = data.encode("utf-8")
-            for chunk in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
-                f.write(chunk)
+        try:
+            with open(tmp, "wb") as f:
+                if isinstance(data, str):
+                    data = data.encode("utf-8")
+                f.writelines((data,) if isinstance(data, (bytes, bytearray, memoryview)) else data)
+        except OSError as exc:
+            raise cannot_write(path, exc) from exc
     return Path(path)
 
 
@@ -72,11 +151,51 @@ def write_json(path: str | os.PathLike, data: object) -> Path:
     return write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def check_name(path: str | os.PathLike) -> Path:
+    """Refuse a path no file system can hold (a NUL character, a name over the name limit) in one
+    sentence, before anything asks the OS about it (``Path.exists`` raises for such names)."""
+    path = Path(path)
+    text = os.fspath(path)
+    if "\0" in text:
+        raise FastNSTError(f"The path {text!r} holds a NUL character, which no file name may.")
+    for part in path.parts:
+        n = len(os.fsencode(part))
+        if n > 255:  # NAME_MAX of every common file system; pathconf needs a folder that exists
+            raise FastNSTError(f"The name {part[:24]}…{path.suffix} is {n} bytes long; file and folder names may be "
+                               "at most 255.")
+    return path
+
+
 def refuse_existing(path: str | os.PathLike | None, force: bool) -> None:
     """Raise :class:`FastNSTError` if the output ``path`` exists and ``force`` is off: call it before
     any work, so a refusal costs nothing and an existing file is never replaced by surprise."""
     if path is not None and Path(path).exists() and not force:
         raise FastNSTError(f"Output {path} already exists; pass --force to replace it.")
+
+
+def load_torch_weights(path: str | os.PathLike, what: str = "a weights-only torch file"):
+    """``torch.load(path, weights_only=True)`` (never anything else: a pickle can run code), with
+    any failure as one :class:`FastNSTError` sentence: ``{path} is not {what} (why)``. PyTorch's own
+    text is not passed on: it advises loading with ``weights_only=False``, which no user should do
+    with a file they were given."""
+    import re
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": stderr is for our one line
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors come in many types
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            why = f"it holds a pickled {found.group(1)}; fastnst loads tensors only, never pickled objects"
+        elif "Weights only load failed" in str(exc):
+            why = "it is damaged or holds pickled objects; fastnst loads tensors only"
+        else:  # zip and pickle errors whose text means nothing to a user (a KeyError of a number)
+            why = "it is damaged or not a torch file"
+        raise FastNSTError(f"{path} is not {what} ({why}).") from exc
 
 
 def leftovers(folder: str | os.PathLike) -> list[Path]:

@@ -187,16 +187,17 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
+def resize_shape(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """``(height, width)`` downscaled so the longer side is at most ``max_side``; never upscaled."""
+    s = max_side / max(height, width) if max_side else 1.0
+    return (height, width) if s >= 1 else (max(1, round(height * s)), max(1, round(width * s)))
+
+
 def resize_max(images: torch.Tensor, max_side: int | None) -> torch.Tensor:
     """Downscale ``(B,C,H,W)`` so the longer side is at most ``max_side`` (area filter); never upscale."""
-    if not max_side:
-        return images
     h, w = images.shape[-2:]
-    s = max_side / max(h, w)
-    if s >= 1:
-        return images
-    size = (max(1, round(h * s)), max(1, round(w * s)))
-    return F.interpolate(images, size=size, mode="area")
+    size = resize_shape(h, w, max_side)
+    return images if size == (h, w) else F.interpolate(images, size=size, mode="area")
 
 
 def resize_to(images: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:

@@ -44,7 +44,7 @@ import torch
 
 from .devices import pick_device
 from .errors import FastNSTError
-from .fileio import write_json
+from .fileio import load_torch_weights, write_json
 from .flow import dis_flow, flow_to_tensor, forward_backward_mask, warp
 from .images import read_image, resize_to, to_tensor, write_image
 from .losses import gram_matrix, style_distance
@@ -55,6 +55,9 @@ from .pictures import HeatRow, Spread, error_heatmap, side_by_side_grid
 STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
 EVAL_TAPS: tuple[str, ...] = (*STYLE_LAYERS, CONTENT_LAYER)
+# Smallest frame side evaluated: relu5_1 lies behind four 2x2 poolings (16 px → 1), and OpenCV's DIS
+# flow refuses images under 12 px.
+MIN_EVAL_SIDE = 16
 
 Frame = np.ndarray  # (H,W,3) uint8 RGB
 FlowFn = Callable[[Frame, Frame], np.ndarray]  # (prev, next) → (H,W,2) float32, prev(p) ≈ next(p + flow(p))
@@ -188,9 +191,11 @@ class RaftFlow:
 
                 state = load_file(str(path))
             else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = load_torch_weights(path, f"a {variant} weights file")
             net = getattr(of, variant)(weights=None, progress=False)
             net.load_state_dict(state)
+        except FastNSTError:
+            raise
         except Exception as exc:  # a wrong or corrupt file can fail in several libraries
             raise FastNSTError(f"{path} is not a {variant} weights file ({str(exc).splitlines()[0]}).") from exc
         self.name = variant
@@ -408,10 +413,13 @@ def _setup(outputs: Mapping[str, Iterable[Frame] | FrameStylizer] | None, output
            raft_weights: str | os.PathLike | None, max_frames: int | None, stride: int, vgg_every: int,
            style_size: int | None, min_trusted: float, pictures: str | os.PathLike | None) -> _EvalSetup:
     """Check the options and load what the loop needs (flow, VGG, style image); see :func:`evaluate_frames`."""
-    if stride < 1 or vgg_every < 0:
-        raise FastNSTError("stride must be at least 1 and vgg_every at least 0.")
+    if stride < 1:
+        raise FastNSTError(f"--stride must be at least 1, got {stride}.")
+    if vgg_every < 0:
+        raise FastNSTError(f"--vgg-every must be 0 (E_warp only) or more, got {vgg_every}.")
     if max_frames is not None and max_frames < 2:
-        raise FastNSTError("max_frames must be at least 2 (E_warp needs a pair of frames).")
+        raise FastNSTError(f"--max-frames must be at least 2 (E_warp needs a pair of frames) or 0 for all, got "
+                           f"{max_frames}.")
     dev = device if isinstance(device, torch.device) else pick_device(device)
     outputs = dict(outputs or {})
     flow_fn, flow_desc = make_flow(flow, weights=raft_weights, device=dev)
@@ -450,6 +458,10 @@ def _align(cfg: _EvalSetup, st: _EvalState, frame: Frame,
     """The input frame and the outputs' frames resized to the evaluation size (the first output's)."""
     if st.size is None:
         st.size = next(iter(outs.values())).shape[:2] if outs else frame.shape[:2]
+        if min(st.size) < MIN_EVAL_SIDE:
+            which = "stylized" if outs else "input"
+            raise FastNSTError(f"The {which} frames are {st.size[1]}x{st.size[0]}; evaluating needs at least "
+                               f"{MIN_EVAL_SIDE} px a side (optical flow, and VGG's four poolings).")
         if frame.shape[:2] != st.size:
             st.notes.append(f"input frames ({frame.shape[1]}x{frame.shape[0]}) resized to the stylized "
                             f"frames' {st.size[1]}x{st.size[0]} for flow and distances.")

@@ -29,6 +29,11 @@ DEFAULT_STABILIZE = 0.5
 # x264 speed preset for stylized video: "medium" cost more than the network itself at 480p on 2 cores
 # (benchmarks/speed.py); "veryfast" at CRF 18 keeps the quality and encodes several times faster.
 DEFAULT_PRESET = "veryfast"
+# x264/x265 rate control: CRF 18 is visually lossless for most content; the range and the preset
+# names are x264's (fastnst.video checks them, with the encoder, before anything is decoded).
+DEFAULT_CRF = 18
+CRF_RANGE = (0, 51)
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 # x264 threads: 0 lets the encoder choose.
 DEFAULT_ENCODER_THREADS = 0
 # Smallest network working resolution (short side, px) accepted by --work-size.
@@ -121,8 +126,9 @@ class EngineOptions:
         "network precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)", choices=DTYPES))
     max_size: int | None = field(default=None, metadata=_MAX_SIZE)
     scale: float | None = field(default=None, metadata=_h(
-        "run the network at this factor of the resolution instead of --work-size (<1: bigger brush strokes)",
-        type=positive_float))
+        "run the network at this factor of the resolution, above 0 and at most 8, instead of --work-size "
+        "(<1: bigger brush strokes; the memory needed grows with its square)", type=positive_float,
+        metavar="0..8"))
     upsampler: str = field(default=DEFAULT_UPSAMPLER, metadata=_h(
         "how the working-resolution result reaches the output size (joint/guided: edge-aware)",
         flag="--upsample", choices=UPSAMPLERS))
@@ -148,9 +154,14 @@ class VideoOptions:
         "segment length (s or [HH:]MM:SS)", type=seconds))
     batch_size: int | None = field(default=None, metadata=_h(
         "frames per batch (default: 8 on CUDA, 1 on CPU)", type=int))
-    codec: str = field(default="libx264", metadata=_h("video encoder"))
-    crf: int = field(default=18, metadata=_h("x264/x265 quality (lower is better)"))
-    preset: str = field(default=DEFAULT_PRESET, metadata=_h("x264/x265 speed preset"))
+    codec: str = field(default="libx264", metadata=_h(
+        "video encoder: libx264, libx265, or another FFmpeg video encoder (libvpx-vp9, mpeg4, ffv1, …)"))
+    crf: float | None = field(default=None, metadata=_h(
+        f"x264/x265 quality, {CRF_RANGE[0]} (lossless) to {CRF_RANGE[1]}, lower is better "
+        f"(default {DEFAULT_CRF}; libx264/libx265 only)", type=float, metavar="0..51"))
+    preset: str | None = field(default=None, metadata=_h(
+        f"x264/x265 speed preset: {', '.join(PRESETS)} (default {DEFAULT_PRESET}; libx264/libx265 only)",
+        metavar="NAME"))
 
 
 @dataclass
@@ -191,9 +202,11 @@ class WebcamOptions:
                                   metadata=_group())
     fade: float = field(default=DEFAULT_FADE, metadata=_h(
         "cross-fade length when a key changes the style or the strength (0: cut)", metavar="SECONDS"))
-    camera: int | str = field(default=0, metadata=_h("camera index, video file or URL", type=camera))
+    camera: int | str = field(default=0, metadata=_h(
+        "camera index, video file or URL (a file is paced at real time: frames the network misses are dropped)",
+        type=camera))
     record: str | None = field(default=None, metadata=_h(
-        "also record the stylized stream to this video file"))
+        "also record the stylized stream to this video file (no audio)"))
     snapshot_dir: str = field(default=".", metadata=_h("where the s key saves snapshots"))
     side_by_side: bool = field(default=False, metadata=_h("start with input and output side by side"))
     show: bool = field(default=True, metadata=_h(

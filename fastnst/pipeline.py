@@ -23,13 +23,27 @@ import numpy as np
 import torch
 
 from .devices import parse_dtype
-from .engine import Batch, Channel, CudaBatcher, End, Failed, Reader, Stopped, Writer, check_output
+from .engine import (
+    Batch,
+    Channel,
+    CudaBatcher,
+    End,
+    Failed,
+    Reader,
+    Stopped,
+    Writer,
+    check_memory,
+    check_output,
+    memory_errors,
+)
 from .errors import FastNSTError
-from .fileio import refuse_existing
-from .images import IMAGE_SUFFIXES, list_images, read_image, write_image
+from .fileio import check_name, refuse_existing
+from .images import IMAGE_SUFFIXES, list_images, read_image, resize_shape, write_image
 from .mixer import Mixer, build_mixer, plan_styles
 from .options import (
+    DEFAULT_CRF,
     DEFAULT_ENCODER_THREADS,
+    DEFAULT_PRESET,
     DEFAULT_STABILIZE,
     EngineOptions,
     VideoOptions,
@@ -63,8 +77,10 @@ def _estimate_total(container, stream, start: float | None, duration: float | No
 
 @dataclass
 class VideoResult:
-    """Outcome of :func:`stylize_video`. ``fps`` is throughput (frames per wall-clock second);
-    ``video_fps`` the file's nominal frame rate; ``notes`` things the user should know;
+    """Outcome of :func:`stylize_video`. ``width``/``height``: the size written, which
+    ``size_note`` explains when it is not the frames' own (padded to even); ``fps`` is throughput
+    (frames per wall-clock second); ``video_fps`` the file's nominal frame rate; ``notes`` things
+    the user should know;
     ``threads`` the PyTorch CPU thread count used (measured choice unless given)."""
 
     input: Path
@@ -83,6 +99,7 @@ class VideoResult:
     notes: list[str] = field(default_factory=list)
     threads: int | None = None
     work_size: tuple[int, int] | None = None
+    size_note: str = ""
 
 
 @dataclass
@@ -121,7 +138,8 @@ class _OutputFactory:
         src, v = self.source, self.video
         # The muxer picks stream time bases at the header; AVI stores no timestamps at all.
         writer = VideoWriter(self.path, frames.shape[2], frames.shape[1], fps=src.fps, time_base=src.time_base,
-                             codec=v.codec, crf=v.crf, preset=v.preset, options=_encoder_options(v.codec))
+                             codec=v.codec, crf=DEFAULT_CRF if v.crf is None else v.crf,
+                             preset=v.preset or DEFAULT_PRESET, options=_encoder_options(v.codec))
         for s in src.audio:
             self.routes[s.index] = writer.add_audio(s, start=v.start)
         return writer
@@ -183,6 +201,9 @@ def _start_run(mixer: Mixer, schedule: Schedule, stabilizer: Stabilizer | None, 
     device = mixer.first.device
     ctx = source.stream.codec_context
     batch_size = int(video.batch_size or (cuda_batch_size(ctx.width, ctx.height) if device.type == "cuda" else 1))
+    if ctx.width and ctx.height:
+        check_memory(mixer.stylizers.values(), *resize_shape(ctx.height, ctx.width, engine.max_size),
+                     batch=batch_size, what=f"for {source.path}")
     stop = threading.Event()
     q_in = Channel(queue_frames or max(8, 4 * batch_size), stop)
     q_out = Channel(max(8, 4 * batch_size), stop)
@@ -266,7 +287,7 @@ def _make_stabilizer(stabilize: float | None) -> Stabilizer | None:
 
 def _check_request(in_path: Path, out_path: Path, video: VideoOptions, force: bool) -> None:
     """Refuse a request that cannot work before anything is loaded or decoded (one sentence each)."""
-    check_output(in_path, out_path, video.codec, force=force)
+    check_output(in_path, out_path, video.codec, force=force, crf=video.crf, preset=video.preset)
     if video.start is not None and video.start < 0:
         raise FastNSTError("--start must be zero or positive.")
     if video.duration is not None and video.duration <= 0:
@@ -331,7 +352,8 @@ def stylize_video(
     run = _start_run(mixer, schedule, stabilizer, source, out_path, engine, video, progress, queue_frames)
     try:
         batcher = _cuda_batcher(run) if run.stylizer.device.type == "cuda" else None
-        seconds = _execute(run, batcher, round(Fraction(video.start) / source.time_base) if video.start else 0)
+        with memory_errors(f"stylizing {in_path}"):
+            seconds = _execute(run, batcher, round(Fraction(video.start) / source.time_base) if video.start else 0)
     finally:
         run.tuner.restore()
         run.bar.close()
@@ -403,7 +425,8 @@ def _video_result(run: _Run, seconds: float) -> VideoResult:
         notes.append(f"stabilisation restarted at {run.stabilizer.cuts} shot cut(s)")
     return VideoResult(
         input=src.path, output=run.output.path, frames=run.frames_done, seconds=seconds,
-        fps=run.frames_done / max(seconds, 1e-9), width=w.width, height=w.height, video_fps=src.fps,
+        fps=run.frames_done / max(seconds, 1e-9), width=w.encoded_size[0], height=w.encoded_size[1],
+        size_note=w.size_note, video_fps=src.fps,
         audio_copied=sum(1 for r in routes.values() if r == "copy"),
         audio_transcoded=sum(1 for r in routes.values() if r == "aac"), audio_packets=w.audio_packets,
         device=str(run.stylizer.device), batch_size=run.batch_size, notes=notes,
@@ -431,24 +454,108 @@ def _image_renderer(style, schedule: Schedule | None, engine: EngineOptions) -> 
     mix = schedule.at(0.0)
     mixer = build_mixer(list(mix.weights), ready, preserve_color=engine.preserve_color,
                         **stylizer_kwargs(engine, max_size=engine.max_size))
-    return lambda image: mixer(image, mix)
+
+    def render(image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        check_memory(mixer.stylizers.values(), h, w, what=f"for a {w}x{h} image")
+        with memory_errors(f"stylizing a {w}x{h} image"):
+            return mixer(image, mix)
+
+    return render
 
 
-def _stylize_folder(in_path: Path, out_path: Path, render: Callable[[], Callable], progress: bool) -> list[Path]:
-    """Every image under ``in_path`` → the same place under ``out_path``; ``render()`` makes the renderer
-    once the request is known to be sound."""
-    from tqdm.auto import tqdm
+class BatchError(FastNSTError):
+    """Some images of a folder run failed after others were written: :attr:`written` (the files that
+    exist), :attr:`failed` (``(input, reason)``) and :attr:`untried` (inputs left when a write
+    failure stopped the run: a full disk fails every later image too)."""
 
-    images = list_images(in_path)
+    def __init__(self, written: list[Path], failed: list[tuple[Path, str]], untried: list[Path]) -> None:
+        self.written, self.failed, self.untried = written, failed, untried
+        total = len(written) + len(failed) + len(untried)
+        reasons = "; ".join(reason.rstrip(".") for _, reason in failed)
+        rest = f"; the remaining {len(untried)} were not tried" if untried else ""
+        super().__init__(f"{len(failed) + len(untried)} of {total} images were not written "
+                         f"({len(written)} were): {reasons}{rest}.")
+
+
+def _some(paths: list[Path], limit: int = 5) -> str:
+    names = ", ".join(str(p) for p in paths[:limit])
+    return names + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _folder_inputs(in_path: Path, out_path: Path) -> list[Path]:
+    """The images of a folder run; an output folder inside the input folder is left out, so a second
+    run never stylizes the first run's results again."""
+    out_real, in_real = out_path.resolve(), in_path.resolve()
+    if out_real == in_real:
+        raise FastNSTError("The output folder must differ from the input folder.")
+    images = [p for p in list_images(in_path) if not p.resolve().is_relative_to(out_real)]
     if not images:
         raise FastNSTError(f"Folder {in_path} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    return images
+
+
+def _check_batch(jobs: list[tuple[Path, Path]], in_path: Path, out_path: Path, force: bool) -> None:
+    """Refuse a folder run before anything is written: an input whose header cannot be read (or is
+    over the pixel limit), an output that exists (without ``force``) or is a folder."""
+    from .images import check_pixels, header_size
+
+    bad: list[str] = []
+    for src, _ in jobs:
+        try:
+            size = header_size(src)
+            if size is None:
+                raise FastNSTError(f"{src} (not a readable image: unknown or damaged header)")
+            check_pixels(size[0], size[1], None, str(src))
+        except OSError as exc:
+            bad.append(f"{src} ({exc.strerror or exc})")
+        except FastNSTError as exc:
+            bad.append(str(exc).rstrip("."))
+    if bad:
+        raise FastNSTError(f"{len(bad)} of the {len(jobs)} images in {in_path} cannot be stylized, so nothing was "
+                           f"written: {'; '.join(bad[:5])}{f'; and {len(bad) - 5} more' if len(bad) > 5 else ''}.")
+    folders = [dst for _, dst in jobs if dst.is_dir()]
+    if folders:
+        raise FastNSTError(f"Output {folders[0]} is a folder; move it away (nothing was written).")
+    taken = [dst for _, dst in jobs if dst.exists()]
+    if taken and not force:
+        raise FastNSTError(f"Outputs already exist under {out_path} ({len(taken)} of {len(jobs)}: {_some(taken)}); "
+                           "pass --force to replace them (nothing was written).")
+
+
+def _stylize_folder(in_path: Path, out_path: Path, render: Callable[[], Callable], progress: bool,
+                    force: bool) -> list[Path]:
+    """Every image under ``in_path`` → the same place under ``out_path``; ``render()`` makes the renderer
+    once the request is known to be sound. An image that fails once others are written does not stop
+    the others (a :class:`BatchError` at the end lists both), except a failed write, which would fail
+    again for every later image."""
+    from tqdm.auto import tqdm
+
     if out_path.exists() and not out_path.is_dir():
         raise FastNSTError(f"Output {out_path} must be a folder when the input is a folder.")
-    if out_path.resolve() == in_path.resolve():
-        raise FastNSTError("The output folder must differ from the input folder.")
+    jobs = [(src, out_path / src.relative_to(in_path)) for src in _folder_inputs(in_path, out_path)]
+    _check_batch(jobs, in_path, out_path, force)
     renderer = render()
-    return [write_image(out_path / src.relative_to(in_path), renderer(read_image(src)))
-            for src in tqdm(images, unit="image", disable=not progress, desc=in_path.name)]
+    written: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    # closed before any error is raised, so the message starts a line of its own
+    with tqdm(total=len(jobs), unit="image", disable=not progress, desc=in_path.name) as bar:
+        for i, (src, dst) in enumerate(jobs):
+            try:
+                image = renderer(read_image(src))
+            except FastNSTError as exc:
+                failed.append((src, str(exc)))
+                bar.update()
+                continue
+            try:
+                written.append(write_image(dst, image))
+            except FastNSTError as exc:
+                failed.append((src, str(exc)))
+                raise BatchError(written, failed, [s for s, _ in jobs[i + 1:]]) from exc
+            bar.update()
+    if failed:
+        raise BatchError(written, failed, [])
+    return written
 
 
 def _stylize_image(in_path: Path, out_path: Path, render: Callable[[], Callable], force: bool) -> Path:
@@ -480,13 +587,13 @@ def stylize_path(
     schedule stands at 0 s (blends, strength and colour preservation apply)."""
     extra = {k: settings.pop(k) for k in ("compile", "queue_frames") if k in settings}
     engine, video = _options(engine, video, settings, "stylize_path")
-    in_path, out_path = Path(input), Path(output)
+    in_path, out_path = check_name(input), check_name(output)
     t0 = time.perf_counter()
     if not in_path.exists():
         raise FastNSTError(f"Input {in_path} does not exist.")
     render = functools.partial(_image_renderer, style, schedule, engine)
     if in_path.is_dir():
-        return PathResult(_stylize_folder(in_path, out_path, render, progress), time.perf_counter() - t0)
+        return PathResult(_stylize_folder(in_path, out_path, render, progress, force), time.perf_counter() - t0)
     if in_path.suffix.lower() in IMAGE_SUFFIXES:
         return PathResult([_stylize_image(in_path, out_path, render, force)], time.perf_counter() - t0)
     if engine.max_size is not None and engine.max_size < 8:
@@ -498,6 +605,7 @@ def stylize_path(
 
 __all__ = [
     "DEFAULT_STABILIZE",
+    "BatchError",
     "EngineOptions",
     "PathResult",
     "Stylizer",

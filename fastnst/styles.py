@@ -306,6 +306,7 @@ def load_style_file(path: str | os.PathLike, *, device: torch.device | str = "cp
     """Check the file (:func:`check_style_file`), rebuild the network from its metadata and load its
     weights (float32, eval mode). ``name``: the name the style was picked by (default: the
     ``style_name`` in the file, else the file stem)."""
+    import torch
     from safetensors.torch import load_file
 
     from .models import TransformerNet
@@ -316,6 +317,11 @@ def load_style_file(path: str | os.PathLike, *, device: torch.device | str = "cp
         state = {k: v.float() for k, v in load_file(str(path)).items()}
     except Exception as exc:  # the header was checked; a failure here is a damaged file
         raise FastNSTError(f"{path} is corrupt ({type(exc).__name__}).") from exc
+    # A diverged training saves NaN/Inf weights that load fine and paint every frame black.
+    broken = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if broken:
+        raise FastNSTError(f"{path} holds NaN or infinite weights ({len(broken)} tensor(s), first {broken[0]!r}); "
+                           "the style file is damaged or comes from a training that diverged.")
     net = TransformerNet(arch)
     net.load_state_dict(state, strict=True)  # names and shapes were checked above
     return StyleModel(net.to(device).eval(), name or meta.get("style_name") or path.stem, path, meta)

@@ -246,9 +246,11 @@ class Schedule:
         for e in es:
             name = format_mix(e.mix)
             if not (math.isfinite(e.start) and e.start >= 0):
-                raise FastNSTError(f"Style {name!r} starts at {e.start:g} s; times must be zero or positive.")
+                raise FastNSTError(f"Style {name!r} starts at {e.start:g} s; times must be finite numbers, zero or "
+                                   "positive.")
             if not (math.isfinite(e.transition) and e.transition >= 0):
-                raise FastNSTError(f"The transition into {name!r} is {e.transition:g} s; it must be zero or positive.")
+                raise FastNSTError(f"The transition into {name!r} is {e.transition:g} s; it must be a finite number of "
+                                   "seconds, zero or positive.")
             if not 0.0 <= e.strength <= 1.0:
                 raise FastNSTError(f"The strength of {name!r} is {e.strength:g}; it must be between 0 and 1.")
         if es[0].start != 0:

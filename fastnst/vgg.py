@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .errors import FastNSTError
-from .fileio import atomic_path
+from .fileio import atomic_path, load_torch_weights
 
 # Names of torchvision.models.vgg19().features, index by index.
 VGG19_LAYERS: tuple[str, ...] = (
@@ -258,10 +258,7 @@ def load_weights_file(path: str | os.PathLike, preprocessing: str | None = None)
     if suffix in (".h5", ".hdf5"):
         return VGGWeights(keras_h5_to_state_dict(path), preprocessing or "caffe", str(path))
     if suffix in (".pth", ".pt"):
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise FastNSTError(f"{path} is not a weights-only torch file ({str(exc).splitlines()[0]}).") from exc
+        sd = load_torch_weights(path)
         if not isinstance(sd, dict):
             raise FastNSTError(f"{path} does not hold a state dict.")
         return VGGWeights(torchvision_to_state_dict(sd), preprocessing or "torchvision", str(path))

@@ -14,6 +14,8 @@ and renamed when complete.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import heapq
 import math
 import os
@@ -26,12 +28,18 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FastNSTError
-from .fileio import atomic_path
+from .fileio import atomic_path, cannot_write
+from .options import CRF_RANGE, DEFAULT_CRF, PRESETS
 
 DEFAULT_FPS = Fraction(25)
 
-# Codecs whose rate control takes the x264-style ``crf``/``preset`` options.
+# Codecs whose rate control takes the x264-style ``crf``/``preset`` options (ranges: fastnst.options).
 _CRF_CODECS = ("libx264", "libx265", "libx264rgb")
+# x264 and x265 refuse odd sizes in chroma-subsampled formats (4:2:0, 4:2:2); 4:4:4 takes any size.
+_EVEN_ONLY = ("libx264", "libx265")
+_SUBSAMPLED = ("yuv420", "yuvj420", "yuv422", "yuvj422", "nv")
+# FFmpeg errors that mean the output cannot be written (rather than an encoder failure)
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EFBIG, errno.EPERM)
 
 
 @dataclass
@@ -155,11 +163,12 @@ def _quarter_turns(rotation: float | None) -> int:
 
 
 def plan_size(coded_width: int, coded_height: int, rotation: int, max_size: int | None) -> VideoSize:
-    """Decode geometry: downscale (never up) so the longer side is at most ``max_size``."""
+    """Decode geometry: downscale (never up) so the longer side is at most ``max_size``; a downscaled
+    size is rounded to even numbers, so that it keeps the 4:2:0 encoding every player plays."""
     w, h = coded_width, coded_height
     if max_size and max(w, h) > max_size:
-        s = max_size / max(w, h)
-        w, h = max(2, round(w * s)), max(2, round(h * s))
+        s = max(2, max_size - max_size % 2) / max(w, h)
+        w, h = (max(2, 2 * round(v * s / 2)) for v in (w, h))
     return VideoSize(w, h, _quarter_turns(rotation))
 
 
@@ -384,6 +393,81 @@ def read_frames(
 # --------------------------------------------------------------------------------------------------
 
 
+def check_encoder(codec: str, crf: float | None = None, preset: str | None = None, *, strict: bool = True) -> str:
+    """Refuse an encoder, CRF or preset that cannot work, before anything is decoded; returns the
+    encoder's FFmpeg name (``h264`` → ``libx264``). ``crf``/``preset`` None: not given. ``strict``:
+    refuse a CRF or preset given for an encoder that takes neither (else they are ignored)."""
+    import av
+
+    try:
+        encoder = av.Codec(codec, "w")
+    except Exception as exc:  # av raises several types for unknown names
+        raise FastNSTError(f"Unknown or unavailable video encoder {codec!r}; libx264 (the default), libx265, "
+                           "libvpx-vp9 and mpeg4 are common (`fastnst info` lists this FFmpeg's).") from exc
+    if encoder.type != "video":
+        raise FastNSTError(f"{codec!r} is an {encoder.type} codec, not a video encoder; give --codec a video encoder "
+                           "such as libx264 (the default) or libx265 (the audio is copied on its own).")
+    name = encoder.name
+    if name in _CRF_CODECS:
+        lo, hi = CRF_RANGE
+        if crf is not None and not lo <= float(crf) <= hi:  # NaN fails too
+            raise FastNSTError(f"--crf must be from {lo} (lossless) to {hi} (worst) for {name}, got {float(crf):g}.")
+        if preset is not None and preset not in PRESETS:
+            raise FastNSTError(f"--preset must be one of {', '.join(PRESETS)} for {name}, got {preset!r}.")
+    elif strict and (crf is not None or preset is not None):
+        given = [f for f, v in (("--crf", crf), ("--preset", preset)) if v is not None]
+        raise FastNSTError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to libx264 and "
+                           f"libx265 only; the {name} encoder takes neither (leave {'them' if len(given) > 1 else 'it'} out).")
+    return name
+
+
+@functools.cache
+def _muxers() -> dict[str, str]:
+    import av
+
+    found: dict[str, str] = {}
+    for name in sorted(av.formats_available):
+        try:
+            extensions = av.ContainerFormat(name, "w").extensions
+        except ValueError:  # demuxer-only names have no writer
+            extensions = ()
+        for ext in extensions:
+            found.setdefault(ext.lower(), name)
+    return found
+
+
+def check_container(path: str | os.PathLike, codec: str) -> str:
+    """The FFmpeg muxer that ``path``'s extension picks, checked to hold ``codec`` video; a
+    :class:`FastNSTError` otherwise (before any folder or file is made)."""
+    import io
+
+    import av
+
+    path = Path(path)
+    ext = path.suffix.lower().lstrip(".")
+    muxer = _muxers().get(ext)
+    if muxer is None or muxer == "image2":
+        raise FastNSTError(f"Output {path}: .{ext or '(none)'} is not a video file type FFmpeg can write; "
+                           "use .mp4, .mkv or .avi.")
+    with av.open(io.BytesIO(), "w", format=muxer) as probe_container:
+        supported = probe_container.supported_codecs
+    if supported and codec not in supported:
+        raise FastNSTError(f"A .{ext} file cannot hold {codec} video; use .mkv, or another --codec.")
+    return muxer
+
+
+def pick_pix_fmt(codec: str, width: int, height: int) -> str:
+    """The pixel format to encode ``width × height`` frames with: 4:2:0 (yuv420p, what every player
+    plays) unless x264/x265 would then need the size padded to even, where 4:4:4 (yuv444p) keeps the
+    exact size; an encoder without yuv420p gets its first format."""
+    import av
+
+    formats = [f.name for f in (av.Codec(codec, "w").video_formats or [])]
+    if (width % 2 or height % 2) and av.Codec(codec, "w").name in _EVEN_ONLY and "yuv444p" in formats:
+        return "yuv444p"
+    return "yuv420p" if not formats or "yuv420p" in formats else formats[0]
+
+
 def even_pad(img: np.ndarray) -> np.ndarray:
     """Pad ``(H,W,3)`` to even H and W by repeating the last row/column (yuv420p needs even sizes)."""
     h, w = img.shape[:2]
@@ -413,7 +497,10 @@ class VideoWriter:
 
     ``time_base`` is the unit of the ``pts`` passed to :meth:`write` (the input stream's, so
     timestamps and variable frame rate are kept); ``fps`` is the nominal rate for the encoder's rate
-    control. Frames with odd sizes are padded to even by edge repetition. Use as a context manager:
+    control. ``pix_fmt`` None: :func:`pick_pix_fmt` (an odd size is kept, in 4:4:4, with x264/x265);
+    an odd size that the encoder cannot take in ``pix_fmt`` is padded to even by edge repetition
+    (:attr:`encoded_size`, :attr:`size_note`). ``crf``/``preset`` apply to x264/x265 only (checked by
+    :func:`check_encoder`). Use as a context manager:
     leaving it normally finalises and renames; leaving it by an exception deletes the temporary file
     (:attr:`tmp`, named by :func:`fastnst.fileio.temp_path` with the output's extension, which
     picks the muxer).
@@ -425,9 +512,9 @@ class VideoWriter:
     fps: Fraction = DEFAULT_FPS
     time_base: Fraction | None = None
     codec: str = "libx264"
-    crf: int | None = 18
+    crf: float | None = DEFAULT_CRF
     preset: str | None = "medium"
-    pix_fmt: str = "yuv420p"
+    pix_fmt: str | None = None
     options: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -437,11 +524,9 @@ class VideoWriter:
         self.path = Path(self.path)
         if not self.path.suffix:
             raise FastNSTError(f"Output {self.path} needs an extension (.mp4, .mkv, .avi, …) to pick a container.")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FastNSTError(f"Cannot create the folder {self.path.parent} ({exc}).") from exc
-        # fileio's atomic_path, held open across calls: commit() leaves it (rename), abort() fails it (delete)
+        self._choose_format()
+        # fileio's atomic_path, held open across calls: commit() leaves it (rename), abort() fails it (delete);
+        # it creates the folder, and removes it again if this writer fails having created it
         self._output = atomic_path(self.path)
         self.tmp = self._output.__enter__()
         self.fps = Fraction(self.fps).limit_denominator(1_000_000) if self.fps else DEFAULT_FPS
@@ -462,18 +547,34 @@ class VideoWriter:
             self.abort()
             raise
 
+    def _choose_format(self) -> None:
+        """The encoder's name, pixel format and encoded size, and a note when the size is not the frames'."""
+        self.codec = check_encoder(self.codec, self.crf, self.preset, strict=False)
+        self.pix_fmt = self.pix_fmt or pick_pix_fmt(self.codec, self.width, self.height)
+        odd = bool(self.width % 2 or self.height % 2)
+        pad = odd and self.codec in _EVEN_ONLY and self.pix_fmt.startswith(_SUBSAMPLED)
+        self.encoded_size = (self.width + self.width % 2, self.height + self.height % 2) if pad else \
+            (self.width, self.height)
+        self.size_note = f"padded to even for {self.pix_fmt}" if pad else ""
+        if odd and self.pix_fmt == "yuv444p":
+            self.size_note = "yuv444p, to keep the odd size"
+            self.notes.append(f"{self.width}x{self.height} is odd, so it was encoded in 4:4:4 (yuv444p) to keep it; "
+                              "some players (browsers among them) play only 4:2:0 video")
+
     def _open_video(self) -> None:
         import av
 
-        w, h = self.width + self.width % 2, self.height + self.height % 2
+        w, h = self.encoded_size
         options = dict(self.options)
         if self.codec in _CRF_CODECS:
             if self.container.format.name == "avi":
                 options.setdefault("bf", "0")  # AVI has no pts: B-frames would read back out of order
             if self.crf is not None:
-                options.setdefault("crf", str(self.crf))
+                options.setdefault("crf", f"{float(self.crf):g}")
             if self.preset:
                 options.setdefault("preset", self.preset)
+        if self.codec == "libx265":
+            options.setdefault("x265-params", "log-level=error")  # x265 logs a page to stderr per run otherwise
         try:
             vs = self.container.add_stream(self.codec, rate=self.fps, options=options)
         except (av.error.FFmpegError, ValueError, TypeError) as exc:
@@ -536,12 +637,14 @@ class VideoWriter:
                     packet.pts = packet.dts
             route.last_dts = packet.dts
         packet.stream = route.out
-        self.container.mux(packet)
+        with self._encoding():
+            self.container.mux(packet)
         route.packets += 1
 
     def _transcode(self, route: _AudioRoute, packet) -> None:
-        for frame in route.in_stream.codec_context.decode(packet):
-            self._encode_audio(route, frame)
+        with self._encoding():
+            for frame in route.in_stream.codec_context.decode(packet):
+                self._encode_audio(route, frame)
 
     def _encode_audio(self, route: _AudioRoute, frame) -> None:
         if frame is not None and frame.pts is not None and route.offset:
@@ -553,6 +656,18 @@ class VideoWriter:
     @property
     def audio_packets(self) -> int:
         return sum(r.packets for r in self._audio.values())
+
+    @contextlib.contextmanager
+    def _encoding(self) -> Iterator[None]:
+        """FFmpeg's errors while encoding or muxing as one sentence (a full disk is the usual one)."""
+        import av
+
+        try:
+            yield
+        except av.error.FFmpegError as exc:
+            if exc.errno in _WRITE_ERRNOS:
+                raise cannot_write(self.path, exc) from exc
+            raise FastNSTError(f"Encoding {self.path} failed ({exc.strerror or exc}).") from exc
 
     # -- video ------------------------------------------------------------------------------------
 
@@ -569,11 +684,14 @@ class VideoWriter:
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1
         self._last_pts = pts
-        frame = av.VideoFrame.from_ndarray(even_pad(rgb), format="rgb24")
+        if self.encoded_size != (rgb.shape[1], rgb.shape[0]):
+            rgb = even_pad(rgb)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts = int(pts)
         frame.time_base = tb
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        with self._encoding():
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
         self.frames += 1
 
     # -- finishing --------------------------------------------------------------------------------
@@ -583,14 +701,15 @@ class VideoWriter:
         if self._state != "open":
             return
         try:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-            for route in self._audio.values():
-                if route.transcode:
-                    for frame in route.in_stream.codec_context.decode(None):
-                        self._encode_audio(route, frame)
-                    self._encode_audio(route, None)
-            self.container.close()
+            with self._encoding():
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+                for route in self._audio.values():
+                    if route.transcode:
+                        for frame in route.in_stream.codec_context.decode(None):
+                            self._encode_audio(route, frame)
+                        self._encode_audio(route, None)
+                self.container.close()
         except BaseException:
             self.abort()
             raise
@@ -649,14 +768,19 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray] | Iterator
 
 
 __all__ = [
+    "CRF_RANGE",
+    "PRESETS",
     "DecodedFrame",
     "VideoInfo",
     "VideoSize",
     "VideoWriter",
+    "check_container",
+    "check_encoder",
     "even_pad",
     "frame_to_rgb",
     "iter_decoded",
     "open_input",
+    "pick_pix_fmt",
     "plan_size",
     "probe",
     "read_frames",

@@ -337,3 +337,43 @@ def test_api_schedule_file_with_strengths(tmp_path: Path, flats) -> None:
     # after the cut: half way between the input and the bright style
     want = (inputs[15].astype(float) + 255 * BRIGHT) / 2
     assert np.abs(frames[15] - want).mean() < 2.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Memory: the up-front estimate and the wording of allocation failures
+# --------------------------------------------------------------------------------------------------
+
+
+def test_activation_estimate_grows_with_the_network() -> None:
+    from fastnst.engine import activation_bytes_per_pixel
+    from fastnst.models import Arch, TransformerNet
+
+    small = activation_bytes_per_pixel(TransformerNet(Arch((8, 8, 8), 1)).eval())
+    big = activation_bytes_per_pixel(TransformerNet(Arch((32, 64, 128), 1)).eval())
+    assert 0 < small < big
+    # at least one full-resolution 32-channel layer's input and output in fp32; at most a few kB a pixel
+    assert 2 * 32 * 4 <= big < 4096
+
+
+def test_check_memory_refuses_what_cannot_fit(monkeypatch) -> None:
+    from fastnst import engine
+    from fastnst.models import Arch, TransformerNet
+    from fastnst.stylizer import Stylizer
+
+    st = Stylizer(TransformerNet(Arch((8, 8, 8), 1)), device="cpu", dtype="fp32", work_size=0)
+    monkeypatch.setattr(engine, "available_memory", lambda device: 10**6)
+    engine.check_memory([st], 16, 16)  # a few hundred kB
+    with pytest.raises(FastNSTError, match=r"would run at 1000x800, .* MiB .*lower --scale, --work-size or --max-size"):
+        engine.check_memory([st], 800, 1000)
+    st.max_size = 100
+    engine.check_memory([st], 800, 1000)  # --max-size brings it down before the network
+    monkeypatch.setattr(engine, "available_memory", lambda device: None)  # unknown: no refusal
+    st.max_size = None
+    engine.check_memory([st], 8000, 10000)
+
+
+def test_available_memory_on_this_cpu_is_plausible() -> None:
+    from fastnst.engine import available_memory
+
+    left = available_memory(torch.device("cpu"))
+    assert left is None or 0 < left < 2**50

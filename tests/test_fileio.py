@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def test_write_atomic_replaces_only_when_complete(tmp_path):
         yield b"new"
         raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(FastNSTError, match="disk full"):
         write_atomic(dest, chunks())
     assert dest.read_text() == "old" and leftovers(dest.parent) == []
     write_atomic(dest, [b"ne", b"w"])
@@ -119,3 +120,72 @@ def test_refuse_existing_unless_forced(tmp_path):
     with pytest.raises(FastNSTError, match="already exists; pass --force"):
         refuse_existing(tmp_path / "old.json", False)
     refuse_existing(tmp_path / "old.json", True)
+
+
+def test_temp_path_fits_the_name_limit_for_the_longest_legal_name(tmp_path):
+    for name in ("a" * 251 + ".png", "é" * 125 + ".mp4", "x.onnx"):
+        tmp = temp_path(tmp_path / name)
+        assert len(os.fsencode(tmp.name)) <= 255 and tmp.suffix == Path(name).suffix and tmp.name.startswith(".")
+        assert leftovers(tmp_path) == []  # naming only
+        tmp.write_bytes(b"")  # the file system takes it
+        assert leftovers(tmp_path) == [tmp]
+        tmp.unlink()
+    assert temp_path(tmp_path / "short.mp4").name.startswith(".short.")  # short names are not cut
+
+
+def test_atomic_write_of_a_255_byte_name(tmp_path):
+    dest = write_atomic(tmp_path / ("a" * 251 + ".txt"), "x")
+    assert dest.read_text() == "x" and leftovers(tmp_path) == []
+
+
+def test_unwritable_destinations_are_one_sentence_and_leave_nothing(tmp_path):
+    blocker = tmp_path / "clip.mp4"
+    blocker.write_bytes(b"a file")
+    with pytest.raises(FastNSTError, match="clip.mp4 is a file, not a folder"):
+        write_atomic(blocker / "sub" / "x.png", b"x")
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(FastNSTError, match="Cannot write"):
+        write_atomic(tmp_path / "taken", b"x")  # a folder where the file should go
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "taken"]
+
+
+def test_a_failed_write_removes_the_folders_it_made(tmp_path):
+    def chunks():
+        yield b"half"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(FastNSTError, match="No space left on device"):
+        write_atomic(tmp_path / "new" / "deeper" / "a.bin", chunks())
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(FastNSTError):
+        write_atomic(tmp_path / "kept" / "new" / "a.bin", chunks())
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and list((tmp_path / "kept").iterdir()) == []
+
+
+def test_check_name(tmp_path):
+    from fastnst.fileio import check_name
+
+    assert check_name(tmp_path / ("a" * 255)) == tmp_path / ("a" * 255)
+    with pytest.raises(FastNSTError, match="256 bytes long"):
+        check_name(tmp_path / ("a" * 252 + ".png"))
+    with pytest.raises(FastNSTError, match="NUL"):
+        check_name("a\0b.png")
+
+
+def test_load_torch_weights_loads_tensors_and_words_every_refusal(tmp_path):
+    import argparse
+
+    import torch
+
+    from fastnst.fileio import load_torch_weights
+
+    good = tmp_path / "good.pth"
+    torch.save({"w": torch.ones(2)}, good)
+    assert torch.equal(load_torch_weights(good)["w"], torch.ones(2))
+    torch.save({"args": argparse.Namespace(a=1)}, tmp_path / "ns.pth")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    for name, why in (("ns.pth", "holds a pickled argparse.Namespace"), ("junk.pth", "damaged or not a torch file")):
+        with pytest.raises(FastNSTError, match=why) as info:
+            load_torch_weights(tmp_path / name, "a checkpoint")
+        assert str(info.value).startswith(f"{tmp_path / name} is not a checkpoint (") and "weights_only" not in str(info.value)

@@ -57,7 +57,7 @@ def assert_refused(rc: int, err: str, root: Path, before: set[str], out: Path, *
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert err.startswith("fastnst: "), err
     assert says.lower() in err.lower(), err
-    assert not out.exists()
+    assert not os.path.exists(out)  # False, not an error, for a name too long to exist
     assert files(root) == before, files(root) - before
 
 
@@ -391,3 +391,316 @@ def test_13_quick_mode_states_an_unreadable_painting_once(tmp_path: Path, capsys
     err = one_line(rc, capsys.readouterr().err)
     assert err.count(str(bad)) == 1 and err.lower().count("cannot read") == 1, err
     assert files(tmp_path) == {"bad.png"} and not (tmp_path / "run").exists()
+
+
+# --- 1-3: folder mode -----------------------------------------------------------------------------
+
+
+def _photos(folder: Path, names=("a.webp", "b.png", "sub/c.jpg")) -> Path:
+    for i, name in enumerate(names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        write_image(folder / name, smooth_image(24, 32, seed=i))
+    return folder
+
+
+def test_01_folder_mode_never_replaces_an_existing_output(tmp_path: Path, model: Path, capsys) -> None:
+    src, out = _photos(tmp_path / "in"), tmp_path / "out"
+    out.mkdir()
+    (out / "a.webp").write_text("keep")
+    before = files(tmp_path)
+    rc, err = stylize(capsys, src, out, model)
+    assert "--force" in one_line(rc, err) and "out/a.webp" in err
+    assert files(tmp_path) == before and (out / "a.webp").read_text() == "keep"  # nothing else written either
+    rc, err = stylize(capsys, src, out, model, "--force")
+    assert rc == 0 and read_image(out / "a.webp").shape == (24, 32, 3), err
+    assert files(out) == {"a.webp", "b.png", "sub/c.jpg"}
+
+
+def test_02_an_output_folder_inside_the_input_folder_is_not_stylized_again(tmp_path: Path, model: Path,
+                                                                          capsys) -> None:
+    src = _photos(tmp_path / "in")
+    for extra in ((), ("--force",)):
+        rc, err = stylize(capsys, src, src / "styled", model, *extra)
+        assert rc == 0, err
+    assert files(src) == {"a.webp", "b.png", "sub/c.jpg", "styled/a.webp", "styled/b.png", "styled/sub/c.jpg"}
+
+
+def test_03_a_damaged_header_is_refused_before_anything_is_written(tmp_path: Path, model: Path, capsys) -> None:
+    src = _photos(tmp_path / "in")
+    (src / "c.png").write_bytes(b"not a png at all")
+    before = files(tmp_path)
+    rc, err = stylize(capsys, src, tmp_path / "out", model)
+    assert "in/c.png" in one_line(rc, err) and "nothing was written" in err
+    assert files(tmp_path) == before and not (tmp_path / "out").exists()
+
+
+def test_03_an_image_that_fails_mid_batch_leaves_a_clear_account(tmp_path: Path, model: Path, capsys) -> None:
+    """The header reads, the pixels do not: the good ones are written, stdout lists them, stderr's one
+    line names the failure on a line of its own (the progress bar is closed first), exit code 2."""
+    src = _photos(tmp_path / "in", ("a.webp", "b.png", "c.webp"))
+    data = (src / "c.webp").read_bytes()
+    (src / "c.webp").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    rc = cli.main(["stylize", str(src), "-o", str(out), "--style", str(model), "--device", "cpu"])  # progress on
+    captured = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in captured.err
+    line = captured.err.rsplit("\n", 2)[-2]  # tqdm redraws with \r: the last line is whole only after a \n
+    assert line.startswith("fastnst: error: 1 of 3 images were not written (2 were)") and "in/c.webp" in line
+    assert captured.err.count("fastnst: error") == 1
+    assert captured.out.splitlines() == [f"wrote {out / 'a.webp'}", f"wrote {out / 'b.png'}"]
+    assert files(out) == {"a.webp", "b.png"}
+
+
+# --- 4: NaN/Inf weights ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_04_nan_or_inf_weights_are_refused_at_load(tmp_path: Path, capsys, bad: float) -> None:
+    net = TransformerNet(TINY)
+    with torch.no_grad():
+        net.decoder[-1].conv.weight[0, 0, 0, 0] = bad
+    style = save_style(tmp_path / "diverged.safetensors", net, style_name="diverged")
+    image = write_image(tmp_path / "a.png", smooth_image(16, 16))
+    refused(capsys, tmp_path, image, style, tmp_path / "o.png", says="diverged.safetensors holds NaN or infinite")
+
+
+# --- 5: odd sizes ---------------------------------------------------------------------------------
+
+
+def test_05_an_odd_video_size_is_kept_and_the_summary_says_how(tmp_path: Path, model: Path, capsys) -> None:
+    video = make_video(tmp_path / "odd.mkv", w=33, h=17, n=3, audio=None, codec="ffv1", pix_fmt="yuv444p")
+    rc = cli.main(["stylize", str(video), "-o", str(tmp_path / "o.mp4"), "--style", str(model), "--device", "cpu",
+                   "-q", "--preset", "ultrafast"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "33x17 (yuv444p, to keep the odd size)" in out and "note: 33x17 is odd" in out
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        frame = next(c.decode(video=0))
+        assert (frame.width, frame.height, frame.format.name) == (33, 17, "yuv444p")
+
+
+def test_05_a_padded_size_is_stated(tmp_path: Path, model: Path, capsys, monkeypatch) -> None:
+    """Where the pixel format needs even sizes, the summary gives the size written and why."""
+    from fastnst import video as video_mod
+
+    monkeypatch.setattr(video_mod, "pick_pix_fmt", lambda codec, w, h: "yuv420p")
+    video = make_video(tmp_path / "odd.mkv", w=33, h=17, n=3, audio=None, codec="ffv1", pix_fmt="yuv444p")
+    rc = cli.main(["stylize", str(video), "-o", str(tmp_path / "o.mp4"), "--style", str(model), "--device", "cpu",
+                   "-q", "--preset", "ultrafast"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "wrote" in out and "34x18 (padded to even for yuv420p)" in out, out
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (34, 18)
+
+
+# --- 6: out of memory -----------------------------------------------------------------------------
+
+
+def test_06_a_working_size_that_cannot_fit_is_refused_up_front(tmp_path: Path, model: Path, capsys,
+                                                               monkeypatch) -> None:
+    from fastnst import engine
+
+    monkeypatch.setattr(engine, "available_memory", lambda device: 5_000_000)  # 5 MB left
+    image = write_image(tmp_path / "a.png", smooth_image(64, 96))
+    video = make_video(tmp_path / "v.mp4", w=96, h=64, n=3, audio=None)
+    for src, out in ((image, tmp_path / "o.png"), (video, tmp_path / "o.mp4")):
+        # 8 × 96 × 64 px through even a tiny network: tens of MB of activations
+        refused(capsys, tmp_path, src, model, out, "--scale", "8", says="lower --scale, --work-size or --max-size")
+    rc, err = stylize(capsys, image, tmp_path / "o.png", model)  # the style's own working size fits
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 1396703232 bytes. Error code 12 (Cannot allocate memory)"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    MemoryError(),
+])
+def test_06_an_allocation_failure_says_what_to_lower(tmp_path: Path, model: Path, capsys, monkeypatch,
+                                                    error: BaseException) -> None:
+    from fastnst.mixer import Mixer
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(Mixer, "__call__", fail)
+    monkeypatch.setattr(Mixer, "stylize_uint8", fail)
+    image = write_image(tmp_path / "a.png", smooth_image(24, 32))
+    video = make_video(tmp_path / "v.mp4", w=32, h=24, n=3, audio=None)
+    for src, out in ((image, tmp_path / "new" / "o.png"), (video, tmp_path / "new" / "o.mp4")):
+        refused(capsys, tmp_path, src, model, out, says="Out of memory")
+        assert not (tmp_path / "new").exists()
+
+
+def test_06_other_runtime_errors_are_not_dressed_as_memory(tmp_path: Path, model: Path, monkeypatch) -> None:
+    from fastnst.engine import memory_errors
+
+    with pytest.raises(RuntimeError, match="shape mismatch"), memory_errors("x"):
+        raise RuntimeError("shape mismatch")
+
+
+# --- 7, 8, 12: output paths -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["image", "video", "folder"])
+def test_07_a_file_used_as_a_folder(tmp_path: Path, model: Path, capsys, kind: str) -> None:
+    blocker = tmp_path / "clip.mp4"
+    blocker.write_bytes(b"a file, not a folder")
+    src = {"image": lambda: write_image(tmp_path / "a.png", smooth_image(16, 16)),
+           "video": lambda: make_video(tmp_path / "v.mkv", w=32, h=24, n=2, audio=None),
+           "folder": lambda: _photos(tmp_path / "in")}[kind]()
+    out = blocker / ("x.mp4" if kind == "video" else "x.png" if kind == "image" else "styled")
+    refused(capsys, tmp_path, src, model, out, says="clip.mp4 is a file, not a folder")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("kind", ["image", "video", "folder"])
+def test_07_an_output_in_proc(tmp_path: Path, model: Path, capsys, kind: str) -> None:
+    src = {"image": lambda: write_image(tmp_path / "a.png", smooth_image(16, 16)),
+           "video": lambda: make_video(tmp_path / "v.mkv", w=32, h=24, n=2, audio=None),
+           "folder": lambda: _photos(tmp_path / "in")}[kind]()
+    out = Path("/proc") / {"image": "x.png", "video": "x.mp4", "folder": "outdir"}[kind]
+    refused(capsys, tmp_path, src, model, out, says="/proc/")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".mp4"])
+def test_08_a_legal_long_name_is_written(tmp_path: Path, model: Path, capsys, suffix: str) -> None:
+    src = write_image(tmp_path / "a.png", smooth_image(16, 16)) if suffix == ".png" else \
+        make_video(tmp_path / "v.mkv", w=32, h=24, n=2, audio=None)
+    out = tmp_path / ("a" * (255 - len(suffix)) + suffix)  # 255 bytes: the longest name allowed
+    rc, err = stylize(capsys, src, out, model, "--preset", "ultrafast")
+    assert rc == 0 and out.is_file(), err
+    assert not [f for f in files(tmp_path) if ".part" in f]
+
+
+def test_08_a_name_over_the_limit_is_one_sentence(tmp_path: Path, model: Path, capsys) -> None:
+    image = write_image(tmp_path / "a.png", smooth_image(16, 16))
+    video = make_video(tmp_path / "v.mkv", w=32, h=24, n=2, audio=None)
+    for src, suffix in ((image, ".png"), (video, ".mp4")):
+        refused(capsys, tmp_path, src, model, tmp_path / ("a" * 256 + suffix), says="at most 255")
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_12_a_failed_run_leaves_no_folder_behind(tmp_path: Path, model: Path, capsys, monkeypatch,
+                                                kind: str) -> None:
+    src = write_image(tmp_path / "a.png", smooth_image(16, 16)) if kind == "image" else \
+        make_video(tmp_path / "v.mkv", w=32, h=24, n=2, audio=None)
+    refused(capsys, tmp_path, src, model, tmp_path / "newdir" / "x.xyz", says=".xyz")
+    # a failure after the folder was made (here the encoder) removes the folders this run made
+    from fastnst import video as video_mod
+    from fastnst.errors import FastNSTError
+
+    def broken(self, *a, **k):
+        raise FastNSTError("Encoding failed (Input/output error).")
+
+    monkeypatch.setattr(video_mod.VideoWriter, "write", broken)
+    if kind == "video":
+        refused(capsys, tmp_path, src, model, tmp_path / "new" / "deeper" / "x.mp4")
+    assert not (tmp_path / "newdir").exists() and not (tmp_path / "new").exists()
+
+
+# --- 9: encoder options ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    (("--crf", "-5"), "--crf must be from 0"), (("--crf", "1000"), "--crf must be from 0"),
+    (("--crf", "nan"), "--crf must be from 0"), (("--preset", "bogus"), "--preset must be one of ultrafast"),
+    (("--codec", "mpeg4", "--crf", "20"), "--crf applies to libx264 and libx265 only"),
+    (("--codec", "aac"), "is an audio codec, not a video encoder"),
+    (("--codec", "no_such_encoder"), "Unknown or unavailable video encoder"),
+])
+def test_09_encoder_options_are_checked_before_decoding(tmp_path: Path, model: Path, capsys, extra, says) -> None:
+    src = _corrupt(tmp_path)  # decoding it would fail: the refusal must come first
+    refused(capsys, tmp_path, src, model, tmp_path / "o.mp4", *extra, says=says)
+
+
+def test_09_valid_encoder_options_work(tmp_path: Path, model: Path, capsys) -> None:
+    video = make_video(tmp_path / "v.mkv", w=32, h=24, n=2, audio=None)
+    for extra in (("--crf", "0", "--preset", "ultrafast"), ("--crf", "51.0"), ("--codec", "mpeg4")):
+        rc, err = stylize(capsys, video, tmp_path / "o.mp4", model, "--force", *extra)
+        assert rc == 0 and err == "", err
+
+
+# --- 10: eval on tiny frames ----------------------------------------------------------------------
+
+
+def test_10_eval_on_a_tiny_video_is_one_sentence(tmp_path: Path, capsys) -> None:
+    from fastnst import vgg
+
+    weights = vgg.save_weights(vgg.VGGWeights(vgg.VGG19Features(["relu5_1"]).layers.state_dict(), "torchvision",
+                                              "test"), tmp_path / "w.safetensors")
+    big = make_video(tmp_path / "big.mp4", w=64, h=48, n=4, audio=None)
+    tiny = make_video(tmp_path / "tiny.mkv", w=2, h=2, n=4, audio=None, codec="ffv1", pix_fmt="yuv444p")
+    style = write_image(tmp_path / "style.png", smooth_image(32, 32))
+    for args in ([str(big), str(tiny)], [str(tiny), "--vgg-every", "0"]):
+        rc = cli.main(["eval", *args, "--style", str(style), "--vgg-weights", str(weights), "--device", "cpu", "-q"])
+        assert "at least 16 px a side" in one_line(rc, capsys.readouterr().err)
+
+
+# --- 11: export -----------------------------------------------------------------------------------
+
+
+def test_11_export_checks_the_opset_first_and_prints_nothing(tmp_path: Path, model: Path, capfd) -> None:
+    pytest.importorskip("onnx")
+    for opset in ("99", "16"):
+        rc = cli.main(["export", str(model), "-o", str(tmp_path / "m.onnx"), "--opset", opset])
+        captured = capfd.readouterr()  # file descriptors: the TorchScript exporter prints from C++
+        assert "--opset must be from 17 to" in one_line(rc, captured.err) and captured.out == ""
+    assert files(tmp_path) == {"models/tiny.safetensors"}
+
+
+def test_11_onnx_export_without_onnx_names_the_extra(tmp_path: Path, model: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    rc = cli.main(["export", str(model), "-o", str(tmp_path / "m.onnx")])
+    assert "pip install 'fastnst[onnx]'" in one_line(rc, capsys.readouterr().err)
+    assert files(tmp_path) == {"models/tiny.safetensors"}
+
+
+# --- 13: messages ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("payload", ["namespace", "code", "junk"])
+def test_13_weights_only_refusals_never_advise_weights_only_false(tmp_path: Path, capsys, payload: str) -> None:
+    import argparse
+
+    weights = tmp_path / "w.pth"
+    if payload == "namespace":
+        torch.save({"args": argparse.Namespace(lr=1)}, weights)
+    elif payload == "code":
+        weights.write_bytes(pickle.dumps({"x": _Payload(tmp_path / "pwned")}))
+    else:
+        weights.write_bytes(b"junk")
+    image = write_image(tmp_path / "a.png", smooth_image(24, 24))
+    rc = cli.main(["gatys", str(image), str(image), "-o", str(tmp_path / "o.png"), "--vgg-weights", str(weights),
+                   "--steps", "1", "-q"])
+    err = one_line(rc, capsys.readouterr().err).replace(str(tmp_path), "TMP")
+    assert "TMP/w.pth is not a weights-only torch file" in err
+    assert "weights_only" not in err and "trust" not in err and "\x1b" not in err
+    if payload == "namespace":
+        assert "argparse.Namespace" in err
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize(("extra", "flag"), [(("--stride", "0"), "--stride"), (("--vgg-every", "-1"), "--vgg-every"),
+                                             (("--max-frames", "1"), "--max-frames")])
+def test_13_eval_errors_name_the_flags(tmp_path: Path, capsys, extra, flag: str) -> None:
+    video = make_video(tmp_path / "v.mp4", w=32, h=24, n=3, audio=None)
+    style = write_image(tmp_path / "s.png", smooth_image(16, 16))
+    rc = cli.main(["eval", str(video), "--style", str(style), "--vgg-every", "0", "-q", *extra])
+    err = one_line(rc, capsys.readouterr().err)
+    assert flag in err and "vgg_every" not in err and "max_frames" not in err
+
+
+def test_13_an_infinite_transition_must_be_finite(tmp_path: Path, model: Path, capsys) -> None:
+    video = make_video(tmp_path / "v.mp4", w=32, h=24, n=3, audio=None)
+    refused(capsys, tmp_path, video, model, tmp_path / "o.mp4", "--transition", "inf", says="must be a finite number")
+
+
+def test_13_help_texts(capsys) -> None:
+    for argv, wanted in ((["webcam", "--help"], ("real-time pace", "dropped", "without audio")),
+                         (["train", "--help"], ("--quick",)),
+                         (["stylize", "--help"], ("Stylize an image, a folder of images", "at most 8", "0 (lossless) to 51",
+                                                  "ultrafast", "placebo"))):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        assert stop.value.code in (0, None) and all(w in text for w in wanted), (argv, text[:300])

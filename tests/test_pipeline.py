@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fastnst import cli
+from fastnst.devices import auto_dtype
 from fastnst.errors import FastNSTError
 from fastnst.models import Arch, TransformerNet
 from fastnst.pipeline import Stylizer, stylize_path, stylize_video
@@ -38,7 +39,7 @@ def tiny_model(tmp_path: Path) -> Path:
 
 def test_stylizer_numpy_and_tensor(tiny_model: Path) -> None:
     st = Stylizer(tiny_model, device="cpu")
-    assert st.dtype == torch.float32 and st.name == "tiny"
+    assert st.dtype == auto_dtype(torch.device("cpu")) and st.name == "tiny"
     img = pattern(0, 37, 45)  # odd: the net pads to a multiple of 4 and crops back
     out = st(img)
     assert out.shape == (37, 45, 3) and out.dtype == np.uint8
@@ -100,12 +101,15 @@ def test_stylize_video_keeps_frames_timing_and_audio(tmp_path: Path, tiny_model:
     assert _no_leftovers(tmp_path) == []
 
 
-def test_odd_size_is_padded_to_even_for_yuv420p(tmp_path: Path, tiny_model: Path) -> None:
+def test_odd_size_is_kept_in_yuv444p(tmp_path: Path, tiny_model: Path) -> None:
     src = make_video(tmp_path / "odd.mkv", w=67, h=49, n=6, audio=None, pix_fmt="yuv444p")
     out = tmp_path / "odd_out.mp4"
-    stylize_video(src, out, tiny_model, device="cpu", progress=False)
+    res = stylize_video(src, out, tiny_model, device="cpu", progress=False)
     s = media_stats(out)
-    assert s["size"] == (68, 50) and s["frames"] == 6 and s["audio_packets"] == 0
+    assert s["size"] == (67, 49) and s["frames"] == 6 and s["audio_packets"] == 0
+    assert (res.width, res.height) == (67, 49) and "yuv444p" in res.size_note
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv444p"
 
 
 def test_rotation_is_applied_to_the_pixels(tmp_path: Path, tiny_model: Path) -> None:

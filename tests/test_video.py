@@ -44,7 +44,7 @@ def test_read_frames_shapes_and_content(tmp_path: Path) -> None:
     assert np.abs(frames[3].astype(int) - pattern(3, 50, 66)).mean() < 12
     assert not np.array_equal(frames[0], frames[5])
     small = list(read_frames(src, max_size=33))
-    assert small[0].shape == (25, 33, 3) and len(small) == 12
+    assert small[0].shape == (24, 32, 3) and len(small) == 12  # downscaled sizes are even (4:2:0)
 
 
 def test_read_frames_segment(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_writer_roundtrip_odd_size_and_atomicity(tmp_path: Path) -> None:
     frames = [pattern(i, 31, 45) for i in range(6)]
     out = write_video(tmp_path / "w.mp4", frames, fps=12, preset="ultrafast")
     s = media_stats(out)
-    assert s["frames"] == 6 and s["size"] == (46, 32) and s["fps"] == 12
+    assert s["frames"] == 6 and s["size"] == (45, 31) and s["fps"] == 12  # 4:4:4 keeps an odd size
     assert even_pad(frames[0]).shape == (32, 46, 3)
     assert leftovers(tmp_path) == []
 
@@ -156,3 +156,62 @@ def test_writer_rejects_bad_codec_and_extension(tmp_path: Path) -> None:
     with pytest.raises(FastNSTError, match="extension"):
         VideoWriter(tmp_path / "noext", 32, 32)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_encoder_ranges_and_names() -> None:
+    from fastnst.video import check_encoder
+
+    assert check_encoder("libx264", 0, "placebo") == "libx264" and check_encoder("h264", 51) == "libx264"
+    assert check_encoder("mpeg4") == "mpeg4"
+    assert check_encoder("mpeg4", 18, "fast", strict=False) == "mpeg4"  # a writer's defaults are ignored there
+    for codec, crf, preset, message in (("libx264", -1, None, "--crf must be from 0"),
+                                        ("libx265", 51.5, None, "--crf must be from 0"),
+                                        ("libx264", None, "bogus", "--preset must be one of"),
+                                        ("mpeg4", None, "fast", "--preset applies to"),
+                                        ("mpeg4", 20, "fast", "--crf and --preset apply to"),
+                                        ("aac", None, None, "audio codec"), ("nope", None, None, "Unknown")):
+        with pytest.raises(FastNSTError, match=message):
+            check_encoder(codec, crf, preset)
+
+
+def test_check_container_by_extension(tmp_path: Path) -> None:
+    from fastnst.video import check_container
+
+    assert check_container(tmp_path / "a.MP4", "libx264") == "mp4"
+    assert check_container(tmp_path / "a.mkv", "ffv1") == "matroska"
+    for name, message in (("a.xyz", "not a video file type"), ("a.png", "not a video file type"),
+                          ("a.webm", "cannot hold libx264")):
+        with pytest.raises(FastNSTError, match=message):
+            check_container(tmp_path / name, "libx264")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pixel_format_keeps_odd_sizes_where_the_encoder_can() -> None:
+    from fastnst.video import pick_pix_fmt, plan_size
+
+    assert pick_pix_fmt("libx264", 640, 360) == "yuv420p"
+    assert pick_pix_fmt("libx264", 333, 101) == pick_pix_fmt("libx265", 334, 101) == "yuv444p"
+    assert pick_pix_fmt("mpeg4", 333, 101) == "yuv420p"  # mpeg4 takes odd 4:2:0 sizes
+    assert pick_pix_fmt("libx264rgb", 32, 32) in ("bgr0", "bgr24", "rgb24")
+    # a downscale lands on even sizes (the 4:2:0 every player plays), never above the cap
+    assert plan_size(640, 272, 0, 333).display == (332, 142) and plan_size(67, 49, 0, None).display == (67, 49)
+
+
+def test_writer_pads_only_where_the_format_needs_it(tmp_path: Path) -> None:
+    frames = [pattern(i, 17, 33) for i in range(3)]
+    with VideoWriter(tmp_path / "pad.mp4", 33, 17, preset="ultrafast", pix_fmt="yuv420p") as w:
+        for f in frames:
+            w.write(f)
+    assert w.encoded_size == (34, 18) and w.size_note == "padded to even for yuv420p"
+    assert media_stats(tmp_path / "pad.mp4")["size"] == (34, 18)
+    with VideoWriter(tmp_path / "keep.mkv", 33, 17, codec="ffv1") as w:
+        for f in frames:
+            w.write(f)
+    assert w.encoded_size == (33, 17) and w.size_note == "" and media_stats(tmp_path / "keep.mkv")["size"] == (33, 17)
+
+
+def test_x265_writes_nothing_to_stderr(tmp_path: Path, capfd) -> None:
+    with VideoWriter(tmp_path / "h.mkv", 32, 32, codec="libx265", preset="ultrafast") as w:
+        for i in range(3):
+            w.write(pattern(i, 32, 32))
+    assert capfd.readouterr().err == ""

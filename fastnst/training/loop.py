@@ -46,7 +46,7 @@ from torch import nn
 from .. import losses
 from ..devices import autocast, cpu_has_native_bf16, cuda_has_native_bf16
 from ..errors import FastNSTError
-from ..fileio import atomic_path, read_log_rows, write_json, write_log_rows
+from ..fileio import atomic_path, load_torch_weights, read_log_rows, write_json, write_log_rows
 from ..flow import warp
 from ..images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
 from ..models import PRESETS, Arch, TransformerNet
@@ -199,10 +199,7 @@ def save_checkpoint(path: Path, *, step: int, seconds: float, net: nn.Module, op
 
 
 def load_checkpoint(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors come in many types
-        raise FastNSTError(f"{path} is not a readable training checkpoint ({str(exc).splitlines()[0]}).") from exc
+    state = load_torch_weights(path, "a readable training checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise FastNSTError(f"{path} is not a fastnst training checkpoint.")
     return state

@@ -186,6 +186,8 @@ class FrameGrabber:
         if isinstance(source, str) and not is_file and "://" not in source:
             raise FastNSTError(f"Camera source {source!r} is neither a camera index, an existing file nor a URL.")
         # OpenCV logs every backend it tries to stderr; the failure is reported as one sentence below.
+        # Its FFmpeg logs on its own ("moov atom not found", "Stream ends prematurely"): quiet unless asked.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
         try:

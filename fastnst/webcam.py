@@ -168,6 +168,15 @@ class Handover:
             return None
 
 
+def _utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (a file name with undecodable bytes holds lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class FrameGrabber:
     """Reads a capture source in a thread, keeping only the newest frame as ``(H,W,3)`` uint8 RGB.
 
@@ -185,6 +194,8 @@ class FrameGrabber:
         is_file = isinstance(source, str) and Path(source).is_file()
         if isinstance(source, str) and not is_file and "://" not in source:
             raise FastNSTError(f"Camera source {source!r} is neither a camera index, an existing file nor a URL.")
+        if isinstance(source, str) and not _utf8(source):  # OpenCV's capture segfaults on such a name
+            raise FastNSTError(f"OpenCV cannot open {source!r}: its name is not valid UTF-8; rename the file.")
         # OpenCV logs every backend it tries to stderr; the failure is reported as one sentence below.
         # Its FFmpeg logs on its own ("moov atom not found", "Stream ends prematurely"): quiet unless asked.
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")

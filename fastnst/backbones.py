@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import FastNSTError
-from .fileio import load_torch_weights
+from .fileio import load_safetensors, load_torch_weights
 from .vgg import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, VGG19_LAYERS, VGG19Features, load_vgg19
 
 RANDOM = "random"
@@ -66,9 +66,7 @@ def _torchvision_state_dict(weights_enum, weights: str | os.PathLike | None) -> 
         if not path.is_file():
             raise FastNSTError(f"Backbone weights file {path} does not exist.")
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
+            return load_safetensors(path)
         return load_torch_weights(path)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
     if cached.is_file():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -32,6 +33,8 @@ EXIT_INTERRUPTED = 130
 # 128 + SIGTERM, what shells, systemd and container runtimes expect from a process stopped by SIGTERM
 # (130 stays for Ctrl-C); the cleanup is the same: the signal becomes an exception in the main thread.
 EXIT_TERMINATED = 143
+# 128 + SIGPIPE, what a shell reports for a program whose reader closed the pipe
+EXIT_BROKEN_PIPE = 141
 
 
 class Terminated(KeyboardInterrupt):
@@ -98,9 +101,11 @@ def _add_vgg(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_gatys(args: argparse.Namespace) -> int:
+    from .fileio import check_writable
     from .gatys import run_gatys_files
 
     o = from_args(GatysOptions, args)
+    check_writable(o.output)  # before the minutes of optimisation
     result = run_gatys_files(o.content, o.styles, o.output, o.config, device=o.device, weights=o.vgg_weights,
                              progress=not o.quiet)
     print(f"wrote {result.output}  ({result.size[1]}x{result.size[0]}, {result.steps} steps, "
@@ -241,13 +246,16 @@ def _add_webcam(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .fileio import refuse_existing
+    from .fileio import check_writable, refuse_existing
     from .metrics import evaluate_video, format_report, save_report
 
     o = from_args(EvalOptions, args)
     if o.stylized is not None and o.model is not None:
         raise FastNSTError("Give either STYLIZED or --model, not both.")
     refuse_existing(o.json, o.force)
+    for path, folder in ((o.json, False), (o.pictures, True)):
+        if path:
+            check_writable(path, folder=folder)  # before the evaluation, not after it
     model = o.model_options
     report = evaluate_video(
         o.input, o.stylized, style_image=o.style, style_model=o.model, device=o.device,
@@ -263,10 +271,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_curves(args: argparse.Namespace) -> int:
-    from .fileio import refuse_existing
+    from .fileio import check_writable, refuse_existing
     from .pictures import plot_loss_curves
 
     refuse_existing(args.output, args.force)
+    check_writable(args.output)
     print(f"wrote {plot_loss_curves(args.logs, args.output, labels=args.labels)}")
     return 0
 
@@ -346,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # a file name with bytes that are not UTF-8 reaches Python as lone surrogates, which a UTF-8
+        # stream refuses (a traceback while reporting success): print them as \xNN escapes instead
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     from .images import pixel_limit
@@ -356,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FastNSTError as exc:
         print(f"fastnst: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `fastnst … | head`: the reader left; nothing to say, and nobody to say it to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush would fail again
+        return EXIT_BROKEN_PIPE
     except OSError as exc:  # a last resort: the library words the failures it foresees itself
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"fastnst: error: {exc.strerror or exc}{where}.", file=sys.stderr)

@@ -371,7 +371,7 @@ def check_output(in_path: Path, out_path: Path, codec: str, *, force: bool = Tru
     sentence each): a folder or image name, the input itself, an existing file without ``force``, a
     file type FFmpeg cannot write, an encoder, CRF or preset that does not exist (``crf``/``preset``
     None: not given)."""
-    from .fileio import check_name
+    from .fileio import check_name, check_writable
     from .images import IMAGE_SUFFIXES
     from .video import check_container, check_encoder
 
@@ -384,6 +384,7 @@ def check_output(in_path: Path, out_path: Path, codec: str, *, force: bool = Tru
         raise FastNSTError("The output must not overwrite the input video.")
     check_container(out_path, check_encoder(codec, crf, preset))
     refuse_existing(out_path, force)
+    check_writable(out_path)
 
 
 __all__ = ["Batch", "Channel", "CudaBatcher", "End", "Failed", "Reader", "Stopped", "Writer", "available_memory",

@@ -14,6 +14,7 @@ with arithmetic only and crops with ``index_select``, so one graph serves every 
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import FastNSTError
-from .fileio import atomic_path, refuse_existing
+from .fileio import atomic_path, cannot_write, check_name, check_writable, refuse_existing
 from .options import DEFAULT_OPSET
 
 SUFFIXES = (".onnx", ".pt2")
@@ -67,12 +68,14 @@ class ExportResult:
 
 
 def _check_output(path: Path, force: bool) -> str:
+    check_name(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise FastNSTError(f"Cannot export to {suffix or 'a file without an extension'}; use .onnx or .pt2.")
     if path.is_dir():
         raise FastNSTError(f"Output {path} is a folder; give a file name such as {path / 'model'}{suffix}.")
     refuse_existing(path, force)
+    check_writable(path)
     return suffix
 
 
@@ -122,7 +125,15 @@ def _importable(name: str) -> bool:
     return True
 
 
-def _export_onnx(model: ExportNet, tmp: Path, opset: int) -> None:
+def _first_line(exc: BaseException) -> str:
+    """An exporter's error, short: torch's can hold the whole graph and every weight."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+def _export_onnx(model: ExportNet, opset: int) -> bytes:
+    """The ONNX model's bytes; built in memory, so the file name (which torch's exporter takes only as
+    UTF-8 text) plays no part."""
     dyn = {0: "batch", 2: "height", 3: "width"}
     kwargs = {"opset_version": opset, "input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME],
               "dynamic_axes": {INPUT_NAME: dyn, OUTPUT_NAME: dyn}}
@@ -132,42 +143,42 @@ def _export_onnx(model: ExportNet, tmp: Path, opset: int) -> None:
         # minute; the graph is traced from arithmetic on the input size, so it stays dynamic.
         warnings.simplefilter("ignore")
         if opset <= opset_range()[1]:
+            buffer = io.BytesIO()
             try:
-                torch.onnx.export(model, (_example(),), str(tmp), dynamo=False, **kwargs)
-                return
+                torch.onnx.export(model, (_example(),), buffer, dynamo=False, **kwargs)
+                return buffer.getvalue()
             except (TypeError, RuntimeError, NotImplementedError) as exc:
                 legacy_error = exc
             if not _importable("onnxscript"):
-                raise FastNSTError(f"ONNX export failed ({legacy_error}).") from legacy_error
+                raise FastNSTError(f"ONNX export failed ({_first_line(legacy_error)}).") from legacy_error
         try:
             d = torch.export.Dim.DYNAMIC
-            torch.onnx.export(model, (_example(),), str(tmp), dynamo=True, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_shapes={"x": {0: d, 2: d, 3: d}}, external_data=False, verbose=False)
+            program = torch.onnx.export(model, (_example(),), dynamo=True, opset_version=opset,
+                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        dynamic_shapes={"x": {0: d, 2: d, 3: d}}, verbose=False)
+            return program.model_proto.SerializeToString()
         except Exception as exc:
-            first = f"{legacy_error}; then " if legacy_error else ""
-            raise FastNSTError(f"ONNX export failed ({first}{exc}).") from exc
+            first = f"{_first_line(legacy_error)}; then " if legacy_error else ""
+            raise FastNSTError(f"ONNX export failed ({first}{_first_line(exc)}).") from exc
 
 
-def _add_onnx_metadata(tmp: Path, meta: dict[str, str]) -> None:
-    try:
-        import onnx
-    except ImportError:
-        return
-    model = onnx.load(str(tmp))
+def _add_onnx_metadata(data: bytes, meta: dict[str, str]) -> bytes:
+    import onnx  # checked to be there before the export (_check_onnx_request)
+
+    model = onnx.load_from_string(data)
     for k, v in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
     onnx.checker.check_model(model)
-    onnx.save(model, str(tmp))
+    return model.SerializeToString()
 
 
-def _onnx_runner(path: Path):
+def _onnx_runner(data: bytes):
     try:
         import onnxruntime as ort
     except ImportError:
         return None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     return lambda x: torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0])
 
 
@@ -179,11 +190,15 @@ def _export_pt2(model: ExportNet, tmp: Path) -> None:
             program = torch.export.export(model, (_example(),), dynamic_shapes={"x": {0: d, 2: d, 3: d}})
         except Exception as exc:
             raise FastNSTError(f"torch.export could not capture this network ({type(exc).__name__}).") from exc
-        torch.export.save(program, str(tmp))
+        # Saved to memory, then written: torch's zip writer aborts the process (a C++ exception in a
+        # destructor) when the disk fills up under it.
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+    tmp.write_bytes(buffer.getvalue())
 
 
 def _pt2_runner(path: Path):
-    module = torch.export.load(str(path)).module()
+    module = torch.export.load(io.BytesIO(path.read_bytes())).module()  # a path must be UTF-8 there
     return lambda x: module(x).detach()
 
 
@@ -213,14 +228,23 @@ def export_style(style, output: str | os.PathLike, *, force: bool = False, opset
 
     model = ExportNet(copy.deepcopy(net).float().cpu().eval().requires_grad_(False)).eval()
     result = ExportResult(path, suffix[1:], name, opset if suffix == ".onnx" else None)
+    try:
+        _write_checked(model, path, suffix, opset, check_sizes, result)
+    except OSError as exc:  # a full disk or a folder that went away while writing
+        raise cannot_write(path, exc) from exc
+    return result
+
+
+def _write_checked(model: ExportNet, path: Path, suffix: str, opset: int, check_sizes, result: ExportResult) -> None:
+    name = result.style_name
     with atomic_path(path) as tmp:  # renamed only once written and checked; deleted on any error
         if suffix == ".onnx":
-            _export_onnx(model, tmp, opset)
             from . import __version__
 
-            _add_onnx_metadata(tmp, {"style_name": name, "fastnst_version": __version__,
-                                     "convention": "RGB float32 [0,1] NCHW in and out"})
-            run = _onnx_runner(tmp)
+            data = _add_onnx_metadata(_export_onnx(model, opset), {
+                "style_name": name, "fastnst_version": __version__, "convention": "RGB float32 [0,1] NCHW in and out"})
+            tmp.write_bytes(data)
+            run = _onnx_runner(data)
             if run is None:
                 result.notes.append("onnxruntime is not installed: the exported model was not run")
         else:
@@ -228,7 +252,6 @@ def export_style(style, output: str | os.PathLike, *, force: bool = False, opset
             run = _pt2_runner(tmp)
         if run is not None:
             _check_parity(model, run, check_sizes, result)
-    return result
 
 
 def _check_parity(model: ExportNet, run, sizes, result: ExportResult) -> None:

@@ -166,6 +166,26 @@ def check_name(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_writable(path: str | os.PathLike, *, folder: bool = False) -> Path:
+    """Refuse, before any work, an output ``path`` (a file, or with ``folder`` a folder to write
+    into) that cannot be written: a file standing where a folder must be, a read-only file system, no
+    permission. Nothing is created here (a refusal leaves nothing behind)."""
+    path = check_name(path)
+    folder = path if folder else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise FastNSTError(f"Cannot write {path} ({folder} is a file, not a folder).")
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): access() below still answers
+        read_only = False
+    if read_only or not os.access(folder, os.W_OK | os.X_OK):
+        why = os.strerror(errno.EROFS if read_only else errno.EACCES)
+        raise FastNSTError(f"Cannot write {path} ({folder}: {why}).")
+    return path
+
+
 def refuse_existing(path: str | os.PathLike | None, force: bool) -> None:
     """Raise :class:`FastNSTError` if the output ``path`` exists and ``force`` is off: call it before
     any work, so a refusal costs nothing and an existing file is never replaced by surprise."""
@@ -196,6 +216,26 @@ def load_torch_weights(path: str | os.PathLike, what: str = "a weights-only torc
         else:  # zip and pickle errors whose text means nothing to a user (a KeyError of a number)
             why = "it is damaged or not a torch file"
         raise FastNSTError(f"{path} is not {what} ({why}).") from exc
+
+
+def load_safetensors(path: str | os.PathLike, *, metadata: bool = False):
+    """The tensors of a ``.safetensors`` file (with ``metadata``: ``(tensors, metadata dict)``).
+    safetensors takes a path only as UTF-8 text (a name holding other bytes fails as a "corrupt"
+    file): such a file is read into memory instead."""
+    from safetensors.torch import load
+
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        data = Path(text).read_bytes()
+        meta = json.loads(data[8:8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
+        return (load(data), meta) if metadata else load(data)
+    from safetensors import safe_open
+
+    with safe_open(text, framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        return (tensors, f.metadata() or {}) if metadata else tensors
 
 
 def leftovers(folder: str | os.PathLike) -> list[Path]:

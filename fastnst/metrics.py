@@ -44,7 +44,7 @@ import torch
 
 from .devices import pick_device
 from .errors import FastNSTError
-from .fileio import load_torch_weights, write_json
+from .fileio import load_safetensors, load_torch_weights, write_json
 from .flow import dis_flow, flow_to_tensor, forward_backward_mask, warp
 from .images import read_image, resize_to, to_tensor, write_image
 from .losses import gram_matrix, style_distance
@@ -187,9 +187,7 @@ class RaftFlow:
                                f"--raft-weights FILE with torchvision's {fname}, or use --flow dis.")
         try:
             if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(path))
+                state = load_safetensors(path)
             else:
                 state = load_torch_weights(path, f"a {variant} weights file")
             net = getattr(of, variant)(weights=None, progress=False)

@@ -37,7 +37,7 @@ from .engine import (
     memory_errors,
 )
 from .errors import FastNSTError
-from .fileio import check_name, refuse_existing
+from .fileio import check_name, check_writable, refuse_existing
 from .images import IMAGE_SUFFIXES, list_images, read_image, resize_shape, write_image
 from .mixer import Mixer, build_mixer, plan_styles
 from .options import (
@@ -113,6 +113,7 @@ class _Source:
     fps: Fraction
     time_base: Fraction
     declared: float | None  # the duration its headers give; None for a segment (--duration)
+    notes: list[str] = field(default_factory=list)  # what the decoder met (a change of frame size)
 
 
 def _open_source(path: Path, video: VideoOptions) -> _Source:
@@ -208,7 +209,8 @@ def _start_run(mixer: Mixer, schedule: Schedule, stabilizer: Stabilizer | None, 
     q_in = Channel(queue_frames or max(8, 4 * batch_size), stop)
     q_out = Channel(max(8, 4 * batch_size), stop)
     decoded = iter_decoded(source.container, source.stream, start=video.start, duration=video.duration,
-                           max_size=engine.max_size, audio_streams=source.audio, path=source.path)
+                           max_size=engine.max_size, audio_streams=source.audio, path=source.path,
+                           notes=source.notes)
     output = _OutputFactory(out_path, source, video)
     bar = tqdm(total=_estimate_total(source.container, source.stream, video.start, video.duration), unit="frame",
                disable=not progress, dynamic_ncols=True, desc=source.path.name, leave=True)
@@ -416,7 +418,7 @@ def _encoder_options(codec: str) -> dict[str, str]:
 
 def _video_result(run: _Run, seconds: float) -> VideoResult:
     w, src, routes = run.writer.writer, run.source, run.output.routes
-    notes = list(w.notes)
+    notes = list(src.notes) + list(w.notes)
     if src.declared and run.last_time + 2 / float(src.fps) < 0.9 * src.declared:
         notes.append(f"the video ended at {run.last_time:.1f} s although its header says {src.declared:.1f} s "
                      "(truncated file?)")
@@ -535,6 +537,7 @@ def _stylize_folder(in_path: Path, out_path: Path, render: Callable[[], Callable
         raise FastNSTError(f"Output {out_path} must be a folder when the input is a folder.")
     jobs = [(src, out_path / src.relative_to(in_path)) for src in _folder_inputs(in_path, out_path)]
     _check_batch(jobs, in_path, out_path, force)
+    check_writable(out_path, folder=True)
     renderer = render()
     written: list[Path] = []
     failed: list[tuple[Path, str]] = []
@@ -563,8 +566,12 @@ def _stylize_image(in_path: Path, out_path: Path, render: Callable[[], Callable]
         out_path = out_path / in_path.name
     if out_path.exists() and out_path.resolve() == in_path.resolve():
         raise FastNSTError("The output must not overwrite the input image.")
+    image = read_image(in_path)  # a broken input is the first thing to say
+    if out_path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise FastNSTError(f"Cannot write images as {out_path.suffix or 'files without an extension'}; use .png or .jpg.")
     refuse_existing(out_path, force)
-    return write_image(out_path, render()(read_image(in_path)))
+    check_writable(out_path)
+    return write_image(out_path, render()(image))
 
 
 def stylize_path(

@@ -307,14 +307,14 @@ def load_style_file(path: str | os.PathLike, *, device: torch.device | str = "cp
     weights (float32, eval mode). ``name``: the name the style was picked by (default: the
     ``style_name`` in the file, else the file stem)."""
     import torch
-    from safetensors.torch import load_file
 
+    from .fileio import load_safetensors
     from .models import TransformerNet
 
     path = Path(path)
     meta, arch = check_style_file(path)
     try:
-        state = {k: v.float() for k, v in load_file(str(path)).items()}
+        state = {k: v.float() for k, v in load_safetensors(path).items()}
     except Exception as exc:  # the header was checked; a failure here is a damaged file
         raise FastNSTError(f"{path} is corrupt ({type(exc).__name__}).") from exc
     # A diverged training saves NaN/Inf weights that load fine and paint every frame black.

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .errors import FastNSTError
-from .fileio import atomic_path, load_torch_weights
+from .fileio import atomic_path, load_safetensors, load_torch_weights
 
 # Names of torchvision.models.vgg19().features, index by index.
 VGG19_LAYERS: tuple[str, ...] = (
@@ -245,12 +245,8 @@ def load_weights_file(path: str | os.PathLike, preprocessing: str | None = None)
         raise FastNSTError(f"VGG weights file {path} does not exist.")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import safe_open
-
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            sd, meta = load_safetensors(path, metadata=True)
         except Exception as exc:  # safetensors raises its own error types
             raise FastNSTError(f"{path} is not a readable safetensors file ({exc}).") from exc
         pre = preprocessing or meta.get("preprocessing", "torchvision")

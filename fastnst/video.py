@@ -172,12 +172,21 @@ def plan_size(coded_width: int, coded_height: int, rotation: int, max_size: int 
     return VideoSize(w, h, _quarter_turns(rotation))
 
 
-def frame_to_rgb(frame, size: VideoSize) -> np.ndarray:
-    """A decoded ``av.VideoFrame`` → ``(H,W,3)`` uint8 RGB, resized and turned upright."""
-    if (frame.width, frame.height) != (size.width, size.height):
-        img = frame.to_ndarray(format="rgb24", width=size.width, height=size.height, interpolation="AREA")
+def frame_to_rgb(frame, size: VideoSize, *, fit: bool = False) -> np.ndarray:
+    """A decoded ``av.VideoFrame`` → ``(H,W,3)`` uint8 RGB, resized and turned upright. ``fit`` (for
+    a frame of another size than the stream's first): scaled to fit inside ``size`` and centred on
+    black, rather than stretched to another shape."""
+    w, h = size.width, size.height
+    if fit:
+        s = min(w / frame.width, h / frame.height)
+        w, h = min(w, max(1, round(frame.width * s))), min(h, max(1, round(frame.height * s)))
+    if (frame.width, frame.height) != (w, h):
+        img = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
     else:
         img = frame.to_ndarray(format="rgb24")
+    if (w, h) != (size.width, size.height):
+        top, left = (size.height - h) // 2, (size.width - w) // 2
+        img = np.pad(img, ((top, size.height - h - top), (left, size.width - w - left), (0, 0)))
     if size.quarter_turns:
         img = np.ascontiguousarray(np.rot90(img, size.quarter_turns))
     return img
@@ -233,6 +242,10 @@ class _PtsReorder:
     stamps come out shuffled within the reorder depth (1, 4, 3, 5, 2, …). Holding ``depth`` frames
     and handing out the smallest stamp seen so far restores the order exactly for any shuffle no
     deeper than ``depth``, and is a no-op for well-behaved streams (variable frame rate included).
+
+    A stamp further back than any reorder can explain is a discontinuity (concatenated .ts files,
+    a camera's stream restarting): later stamps are shifted to continue one frame period after the
+    latest, so the second part neither overlaps the first nor gets squeezed into single ticks.
     """
 
     def __init__(self, step: int, first: int, depth: int = 8) -> None:
@@ -241,11 +254,17 @@ class _PtsReorder:
         self.heap: list[int] = []
         self.top: int | None = None  # largest stamp seen
         self.last: int | None = None  # last stamp handed out
+        self.offset = 0  # added to the stream's stamps after discontinuities
 
     def push(self, frame) -> Iterator[tuple[object, int]]:
         pts = frame.pts if frame.pts is not None else frame.dts
         if pts is None:  # no stamp at all: one frame period after the latest
             pts = self.first if self.top is None else self.top + self.step
+        else:
+            pts += self.offset
+            if self.top is not None and pts < self.top - self.depth * self.step:
+                self.offset += self.top + self.step - pts
+                pts = self.top + self.step
         self.top = pts if self.top is None else max(self.top, pts)
         heapq.heappush(self.heap, pts)
         self.frames.append(frame)
@@ -279,6 +298,9 @@ class _Window:
     size: VideoSize | None = None
     n: int = 0
     done: bool = False
+    seen: set = field(default_factory=set)  # coded sizes met so far (a stream may change size)
+    first: tuple[int, int] | None = None  # the first frame's coded size, which sets the output's
+    notes: list[str] = field(default_factory=list)
 
     def frames(self, ready: Iterable[tuple[object, int]]) -> Iterator[DecodedFrame]:
         """The decoded ``(frame, pts)`` pairs inside the window, as :class:`DecodedFrame`."""
@@ -291,11 +313,19 @@ class _Window:
             if t >= self.t_end:
                 self.done = True
                 continue
-            if self.size is None:
+            if (frame.width, frame.height) not in self.seen:
                 check_pixels(frame.width, frame.height, self.max_pixels, f"Video {self.path}: each frame")
-                self.size = plan_size(frame.width, frame.height, getattr(frame, "rotation", 0), self.max_size)
+                if self.size is None:
+                    self.size = plan_size(frame.width, frame.height, getattr(frame, "rotation", 0), self.max_size)
+                    self.first = (frame.width, frame.height)
+                else:
+                    w, h = self.size.display
+                    self.notes.append(f"the frame size changes to {frame.width}x{frame.height} at {t:.2f} s; those "
+                                      f"frames were fitted into {w}x{h}, black borders keeping their shape")
+                self.seen.add((frame.width, frame.height))
             self.n += 1
-            yield DecodedFrame(frame_to_rgb(frame, self.size), int(pts), t)
+            yield DecodedFrame(frame_to_rgb(frame, self.size, fit=(frame.width, frame.height) != self.first),
+                               int(pts), t)
 
     def audio(self, packet) -> str:
         """``"keep"`` an audio packet inside the window, ``"skip"`` one outside it (or empty), or
@@ -318,6 +348,7 @@ def iter_decoded(
     audio_streams: Sequence = (),
     path: str | os.PathLike = "input",
     max_pixels: int | None = None,
+    notes: list[str] | None = None,
 ) -> Iterator[DecodedFrame | object]:
     """Demux and decode: yields :class:`DecodedFrame` for video and raw ``av.Packet`` objects for the
     given audio streams, in demux order, restricted to ``[start, start + duration)``.
@@ -325,7 +356,9 @@ def iter_decoded(
     The ``pts`` sequence is strictly increasing (see :class:`_PtsReorder`; missing stamps become the
     previous one plus a frame period). PyAV's demux ends with an empty packet per stream, whose
     decode flushes the frames the decoder held back. The first frame's size is checked against
-    ``max_pixels`` (as in :func:`open_input`, for containers whose header states no size).
+    ``max_pixels`` (as in :func:`open_input`, for containers whose header states no size), and so
+    is each new size of a stream that changes size; such frames are fitted into the first frame's
+    size (:func:`frame_to_rgb`) and ``notes`` (a list, when given) gets a line for each new size.
     """
     import av
 
@@ -336,7 +369,7 @@ def iter_decoded(
     tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
     t_start = float(start or 0.0)
     window = _Window(tb, t_start, t_start + duration if duration is not None else math.inf, max_size, max_pixels,
-                     path)
+                     path, notes=notes if notes is not None else [])
     reorder = _PtsReorder(step=max(1, round(1 / (stream_fps(stream) * tb))), first=round(Fraction(t_start) / tb))
     _seek(container, start)
     audio_ids = {s.index for s in audio_streams}
@@ -535,8 +568,12 @@ class VideoWriter:
         self._last_pts: int | None = None
         self.frames = 0
         self._state = "closed"  # nothing to close yet if the container cannot be opened
+        self._file = None
         try:
-            self.container = av.open(str(self.tmp), mode="w")
+            # A file object of ours, not a path: after a failed write (a full disk) PyAV keeps a path's
+            # descriptor open even once the container is closed, and the deleted file's space with it.
+            self._file = open(self.tmp, "wb", buffering=0)  # noqa: SIM115 - closed by finish() or abort()
+            self.container = av.open(self._file, mode="w", format=_muxers().get(self.path.suffix.lower()[1:]))
         except (av.error.FFmpegError, ValueError, OSError) as exc:
             self.abort()
             raise FastNSTError(f"Cannot write {self.path} ({exc}).") from exc
@@ -624,6 +661,12 @@ class VideoWriter:
         if route.transcode:
             self._transcode(route, packet)
             return
+        if packet.dts is not None and route.last_dts is not None:
+            # a jump back by over a second is a discontinuity (concatenated files): continue after the
+            # last packet, as the video does (_PtsReorder), instead of squeezing the rest into ticks
+            dts = packet.dts - route.offset
+            if (route.last_dts - dts) * packet.time_base > 1:
+                route.offset -= route.last_dts + (packet.duration or 1) - dts
         if route.offset:
             if packet.pts is not None:
                 packet.pts -= route.offset
@@ -664,7 +707,7 @@ class VideoWriter:
 
         try:
             yield
-        except av.error.FFmpegError as exc:
+        except (av.error.FFmpegError, OSError) as exc:  # OSError: from our file object, below FFmpeg
             if exc.errno in _WRITE_ERRNOS:
                 raise cannot_write(self.path, exc) from exc
             raise FastNSTError(f"Encoding {self.path} failed ({exc.strerror or exc}).") from exc
@@ -710,6 +753,7 @@ class VideoWriter:
                             self._encode_audio(route, frame)
                         self._encode_audio(route, None)
                 self.container.close()
+                self._file.close()
         except BaseException:
             self.abort()
             raise
@@ -734,6 +778,9 @@ class VideoWriter:
         if self._state == "open":
             with contextlib.suppress(Exception):  # best effort: the file is deleted anyway
                 self.container.close()
+        if self._file is not None:
+            with contextlib.suppress(OSError):  # its last buffer cannot be flushed to a full disk
+                self._file.close()
         self._state = "aborted"
         self._output.__exit__(_Aborted, _Aborted(), None)  # atomic_path deletes the temporary file
 

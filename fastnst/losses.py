@@ -70,6 +70,34 @@ def temporal_loss(current: torch.Tensor, warped_previous: torch.Tensor, mask: to
     return diff.sum() / denom.clamp_min(1.0)
 
 
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between a student's and a teacher's output, both ``(B,C,H,W)``
+    (L1: it keeps edges and colours sharper than a mean square, which forgives many small errors)."""
+    return (student.float() - teacher.float()).abs().mean()
+
+
+def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal and vertical forward differences of ``(B,C,H,W)``: ``(B,C,H,W−1)``, ``(B,C,H−1,W)``."""
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def texture_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the two outputs' image gradients: the brush texture. A pixel loss
+    alone lets a small network settle on a blurred mean of the teacher's strokes; matching the
+    gradients asks for the strokes themselves, at no VGG cost."""
+    (sx, sy), (tx, ty) = image_gradients(student.float()), image_gradients(teacher.float())
+    return 0.5 * ((sx - tx).abs().mean() + (sy - ty).abs().mean())
+
+
+def steadiness_loss(student_change: torch.Tensor, teacher_change: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean absolute difference between how a student's and a teacher's output change from
+    one frame to the next along the motion (``O₂ − W(O₁)``, each ``(B,C,H,W)``; ``mask``
+    ``(B,1,H,W)`` in [0,1]): the student inherits the teacher's response to motion and noise, its
+    steadiness. Returns 0 when the mask is empty."""
+    diff = (student_change.float() - teacher_change.float()).abs() * mask.float()
+    return diff.sum() / (mask.float().sum() * student_change.shape[1]).clamp_min(1.0)
+
+
 def balanced_weights(targets: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> dict[str, float]:
     """Divide each layer weight by the mean square of its target (features or Gram matrix).
 

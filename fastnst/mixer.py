@@ -76,6 +76,11 @@ class Mixer:
     def names(self) -> list[str]:
         return list(self.stylizers)
 
+    def warm_up(self, height: int, width: int) -> None:
+        """Run every style's network once for ``height × width`` frames (:meth:`Stylizer.warm_up`)."""
+        for st in self.stylizers.values():
+            st.warm_up(height, width)
+
     def _check(self, mixes: Sequence[Mix]) -> None:
         for m in mixes:
             unknown = [n for n in m.weights if n not in self.stylizers]

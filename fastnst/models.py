@@ -4,6 +4,15 @@ Encoder (9×9 conv, two stride-2 3×3 convs) → residual blocks → decoder tha
 nearest neighbour *then* convolves (no transposed convs: no checkerboard) → 9×9 conv to RGB.
 Reflection padding everywhere so borders do not darken. Input and output are RGB
 ``(B,3,H,W)`` float in ``[0,1]``; any H×W works (reflect-padded to a multiple of 4, cropped back).
+
+The ``unshuffle`` stem (preset ``lite``) does no convolution at the full working resolution: the
+frame is folded into 12 channels at half resolution (pixel-unshuffle), the encoder and decoder run
+from there, and the last 3×3 conv makes 12 channels that pixel-shuffle unfolds back to RGB at full
+resolution (Shi et al. 2016). On CPUs a full-resolution conv with 3 or 16 channels is memory-bound:
+the two 9×9 edge convs are half of the ``fast`` preset's multiply-adds and more of its time. The last
+conv starts as ICNR (Aitken et al. 2017: the four sub-pixels of each output pixel share weights), so
+the untrained net is nearest-neighbour upsampling of one half-resolution image and has no 2×2 grid
+pattern to unlearn.
 """
 
 from __future__ import annotations
@@ -26,30 +35,48 @@ def instance_norm(channels: int) -> nn.Module:
     return nn.InstanceNorm2d(channels, affine=True)
 
 
+STEMS = ("conv9", "unshuffle")
+
+
 @dataclass(frozen=True)
 class Arch:
-    """Network shape: channel widths of the three encoder stages and number of residual blocks."""
+    """Network shape: channel widths of the three encoder stages, number of residual blocks, and the
+    stem: ``"conv9"`` (9×9 convs at full resolution in and out, Johnson et al.) or ``"unshuffle"``
+    (pixel-unshuffle in, pixel-shuffle out: nothing at full resolution)."""
 
     widths: tuple[int, int, int] = (32, 64, 128)
     n_residual: int = 5
+    stem: str = "conv9"
 
     def to_dict(self) -> dict:
-        return {"widths": list(self.widths), "n_residual": self.n_residual}
+        d = {"widths": list(self.widths), "n_residual": self.n_residual}
+        if self.stem != "conv9":  # files written before stems existed say nothing: conv9
+            d["stem"] = self.stem
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Arch:
         try:
             widths = tuple(int(x) for x in d["widths"])
-            if len(widths) != 3:
+            stem = d.get("stem", "conv9")
+            if len(widths) != 3 or stem not in STEMS:
                 raise ValueError
-            return cls(widths=widths, n_residual=int(d["n_residual"]))  # type: ignore[arg-type]
-        except (KeyError, TypeError, ValueError) as exc:
+            return cls(widths=widths, n_residual=int(d["n_residual"]), stem=stem)  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FastNSTError(f"Invalid network description {d!r}.") from exc
+
+    @property
+    def multiple(self) -> int:
+        """Input sides are padded to a multiple of this: 2 per stride-2 stage (and 2 for unshuffle)."""
+        return 8 if self.stem == "unshuffle" else 4
 
 
 PRESETS: dict[str, Arch] = {
     "quality": Arch((32, 64, 128), 5),  # pytorch/examples' net: 1.68 M parameters
     "fast": Arch((16, 32, 64), 3),  # ~4× fewer FLOPs, for CPU and webcam
+    # No full-resolution layer: ~7.6 k multiply-adds per output pixel against fast's 33.5 k (see
+    # the module docstring and benchmarks/speed.py); the shipped *_lite styles are fast's distilled twins.
+    "lite": Arch((16, 32, 64), 3, "unshuffle"),
 }
 
 
@@ -103,8 +130,13 @@ class TransformerNet(nn.Module):
         super().__init__()
         self.arch = arch or PRESETS["quality"]
         c1, c2, c3 = self.arch.widths
+        if self.arch.stem == "unshuffle":
+            first: list[nn.Module] = [nn.PixelUnshuffle(2), ConvLayer(12, c1, 3, norm=norm)]
+            last: list[nn.Module] = [ConvLayer(c1, 12, 3, norm=None, relu=False), nn.PixelShuffle(2)]
+        else:
+            first, last = [ConvLayer(3, c1, 9, norm=norm)], [ConvLayer(c1, 3, 9, norm=None, relu=False)]
         self.encoder = nn.Sequential(
-            ConvLayer(3, c1, 9, norm=norm),
+            *first,
             ConvLayer(c1, c2, 3, 2, norm=norm),
             ConvLayer(c2, c3, 3, 2, norm=norm),
         )
@@ -112,19 +144,33 @@ class TransformerNet(nn.Module):
         self.decoder = nn.Sequential(
             UpsampleConvLayer(c3, c2, 3, norm),
             UpsampleConvLayer(c2, c1, 3, norm),
-            ConvLayer(c1, 3, 9, norm=None, relu=False),
+            *last,
         )
+        if self.arch.stem == "unshuffle":
+            icnr_(self.decoder[2].conv, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        # a multiple of 4, and at least 8: the first 9×9 reflection pad needs more than 4 px
-        ph, pw = max((-h) % 4, 8 - h), max((-w) % 4, 8 - w)
+        m = self.arch.multiple
+        # a multiple of m, and at least 2m: the first reflection pad needs more pixels than it adds
+        ph, pw = max((-h) % m, 2 * m - h), max((-w) % m, 2 * m - w)
         if ph or pw:
             # reflect needs pad < size; tiny inputs fall back to replicate
             mode = "reflect" if (ph < h and pw < w) else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         y = self.decoder(self.residuals(self.encoder(x)))[..., :h, :w]
         return y if self.training else y.clamp(0.0, 1.0)
+
+
+def icnr_(conv: nn.Conv2d, scale: int) -> None:
+    """ICNR initialisation (Aitken et al. 2017) of a conv feeding ``PixelShuffle(scale)``: the
+    ``scale²`` sub-pixel filters of each output channel start equal, so the shuffled output is a
+    nearest-neighbour upsampling — no checkerboard at step 0."""
+    out_ch = conv.out_channels // (scale * scale)
+    with torch.no_grad():
+        base = conv.weight[:out_ch].clone()
+        conv.weight.copy_(base.repeat_interleave(scale * scale, dim=0))
+        conv.bias.copy_(conv.bias[:out_ch].clone().repeat_interleave(scale * scale))
 
 
 def build_model(*, preset: str | None = "quality", arch: Arch | None = None) -> TransformerNet:
@@ -140,5 +186,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["PRESETS", "Arch", "ConvLayer", "ResidualBlock", "TransformerNet", "UpsampleConvLayer",
-           "build_model", "count_parameters"]
+__all__ = ["PRESETS", "STEMS", "Arch", "ConvLayer", "ResidualBlock", "TransformerNet", "UpsampleConvLayer",
+           "build_model", "count_parameters", "icnr_"]

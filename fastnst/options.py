@@ -61,6 +61,8 @@ DEFAULT_FADE = 0.5
 # camera on a laptop CPU at about this size.
 WEBCAM_MAX_SIZE = 640
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+# Inference engines (fastnst.runtime.ENGINES, not imported from there: it pulls in torch).
+ENGINES = ("auto", "torch", "openvino")
 
 T = TypeVar("T")
 
@@ -134,6 +136,10 @@ class EngineOptions:
         flag="--upsample", choices=UPSAMPLERS))
     threads: int | None = field(default=None, metadata=_h(
         "PyTorch CPU threads (default: measured over the first frames)", type=int))
+    runtime: str = field(default="auto", metadata=_h(
+        "what runs the network: openvino (CPU only; converted once per style and frame size, cached, checked "
+        "against torch), torch, or auto = openvino on a CPU where it is installed, else torch",
+        flag="--engine", choices=ENGINES))
 
     @property
     def work_size(self) -> int | None:

@@ -10,6 +10,11 @@ network works at). Loading uses safetensors, which cannot execute code, and chec
 Styles are found by name in three kinds of folder, first match wins: ``$FASTNST_WEIGHTS``
 (os.pathsep-separated, origin ``"env"``), the per-user folder (:func:`user_styles_dir`, ``"user"``)
 and the styles shipped inside the package (``"shipped"``). A style's name is its file stem.
+
+Variants: one painting may come as several networks of one *family* (metadata ``family``, else the
+stem without its ``_PRESET`` suffix): ``starry_night_fast`` (the perceptually trained net) and
+``starry_night_lite`` (its distilled CPU twin). A file stem picks that exact file; a family name picks
+a variant by preference (:func:`resolve_style`: ``"speed"`` → lite first, ``"quality"`` → the largest).
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ if TYPE_CHECKING:  # torch is imported only where a network is built: listing st
 FORMAT = "fastnst-style"
 FORMAT_VERSION = "1"
 SUFFIX = ".safetensors"
-DEFAULT_STYLE = "starry_night_fast"
+DEFAULT_STYLE = "starry_night"  # a family: its fastest variant on a CPU, its best on a GPU
+# Which variant of a family a preference picks, in order; presets not listed come last.
+VARIANT_ORDER = {"speed": ("lite", "fast", "quality"), "quality": ("quality", "fast", "lite")}
 ORIGINS = ("env", "user", "shipped")  # lookup order: an explicit folder beats the user's, then shipped
 
 # Bounds on what a style file may declare, checked before anything is built. The presets are far
@@ -70,6 +77,10 @@ class StyleModel:
     @property
     def metrics(self) -> dict:
         return json.loads(self.metadata.get("metrics", "{}"))
+
+    @property
+    def family(self) -> str:
+        return self.metadata.get("family") or strip_preset(self.name, self.preset)
 
     @property
     def work_size(self) -> int | None:
@@ -123,10 +134,12 @@ def save_style(
     metrics: dict | None = None,
     half: bool = False,
     work_size: int | None = None,
+    family: str | None = None,
 ) -> Path:
     """Write ``net`` to ``path`` (``.safetensors``) atomically; ``half`` stores fp16 weights.
 
     ``work_size``: the longer side (px) the network is meant to run at, recorded for inference.
+    ``family``: the style family this network is a variant of (see the module docstring).
     Absolute paths in ``train_config`` are recorded as file names.
     """
     from safetensors.torch import save_file
@@ -156,6 +169,8 @@ def save_style(
         meta["metrics"] = json.dumps(metrics)
     if work_size is not None:
         meta["work_size"] = str(work_size)
+    if family:
+        meta["family"] = check_style_name(family)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
@@ -388,14 +403,48 @@ def list_styles() -> dict[str, StyleEntry]:
     return dict(sorted(found.items()))
 
 
+def strip_preset(stem: str, preset: str) -> str:
+    """``starry_night_fast`` → ``starry_night`` for preset ``fast``; other stems unchanged."""
+    suffix = f"_{preset}"
+    return stem[: -len(suffix)] if stem.endswith(suffix) and len(stem) > len(suffix) else stem
+
+
+def families() -> dict[str, dict[str, StyleEntry]]:
+    """Registered styles grouped by family: ``{family: {preset: entry}}`` (headers only are read;
+    an unreadable file is left out here and reported when picked by its own name)."""
+    found: dict[str, dict[str, StyleEntry]] = {}
+    for entry in list_styles().values():
+        try:
+            meta = read_metadata(entry.path)
+        except FastNSTError:
+            continue
+        preset = meta.get("preset", "custom")
+        found.setdefault(meta.get("family") or strip_preset(entry.name, preset), {}).setdefault(preset, entry)
+    return found
+
+
+def pick_variant(variants: dict[str, StyleEntry], prefer: str) -> StyleEntry:
+    """The variant ``prefer`` (a key of :data:`VARIANT_ORDER`) takes from ``{preset: entry}``."""
+    order = VARIANT_ORDER[prefer]
+    return min(variants.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))[1]
+
+
+def family_of(name_or_path: str | os.PathLike) -> str:
+    """The family a style belongs to (its metadata's ``family``, else its stem without ``_PRESET``)."""
+    path = resolve_style(name_or_path)
+    meta = read_metadata(path)
+    return meta.get("family") or strip_preset(path.stem, meta.get("preset", "custom"))
+
+
 def _is_path(name_or_path: str | os.PathLike) -> bool:
     text = os.fspath(name_or_path)
     return (Path(text).suffix == SUFFIX or Path(text).is_file() or os.sep in text
             or bool(os.altsep and os.altsep in text))
 
 
-def resolve_style(name_or_path: str | os.PathLike | None) -> Path:
-    """A path as given, or a registered style name (``None`` → the default shipped style)."""
+def resolve_style(name_or_path: str | os.PathLike | None, *, prefer: str = "quality") -> Path:
+    """A path as given, a registered style name, or a family name whose variant ``prefer`` picks
+    (``"speed"`` or ``"quality"``, :data:`VARIANT_ORDER`); ``None`` → the default shipped style."""
     if name_or_path is None:
         name_or_path = DEFAULT_STYLE
     if isinstance(name_or_path, StyleEntry):
@@ -408,13 +457,18 @@ def resolve_style(name_or_path: str | os.PathLike | None) -> Path:
     styles = list_styles()
     if str(name_or_path) in styles:
         return styles[str(name_or_path)].path
+    variants = families().get(str(name_or_path))
+    if variants:
+        return pick_variant(variants, prefer).path
     known = ", ".join(styles) or "none installed"
     raise FastNSTError(f"Unknown style {str(name_or_path)!r}; known styles: {known}. Pass a .safetensors path instead.")
 
 
-def load_style(name_or_path: str | os.PathLike | None = None, *, device: torch.device | str = "cpu") -> StyleModel:
-    """Load a style by registered name or file path; a registered style is named by its name."""
-    path = resolve_style(name_or_path)
+def load_style(name_or_path: str | os.PathLike | None = None, *, device: torch.device | str = "cpu",
+               prefer: str = "quality") -> StyleModel:
+    """Load a style by registered name, family name (variant by ``prefer``) or file path; a registered
+    style is named by its file stem."""
+    path = resolve_style(name_or_path, prefer=prefer)
     by_name = name_or_path is None or isinstance(name_or_path, StyleEntry) or not _is_path(name_or_path)
     return load_style_file(path, device=device, name=path.stem if by_name else None)
 
@@ -432,7 +486,8 @@ def install_target(name: str, *, force: bool = False) -> Path:
     style's name or an existing file unless ``force`` (callers check it before long work)."""
     check_style_name(name)
     shipped = shipped_styles_dir()
-    if not force and shipped is not None and (shipped / f"{name}{SUFFIX}").is_file():
+    shipped_family = any(e.origin == "shipped" for e in families().get(name, {}).values())
+    if not force and shipped is not None and ((shipped / f"{name}{SUFFIX}").is_file() or shipped_family):
         raise FastNSTError(f"{name!r} is the name of a shipped style; choose another name or use --force to shadow it.")
     dest = user_styles_dir() / f"{name}{SUFFIX}"
     if not force and dest.exists():

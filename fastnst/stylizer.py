@@ -14,16 +14,17 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .devices import autocast, parse_dtype, pick_device
+from .devices import parse_dtype, pick_device
 from .errors import FastNSTError
 from .images import resize_max
 from .options import DEFAULT_UPSAMPLER, DEFAULT_WORK_SIZE, MIN_WORK_SIZE, EngineOptions
+from .runtime import make_engine
 from .upsample import UPSAMPLERS, resize, upsample
 
 # The trainer crops a random square of crop_min–100 % of a photo's short side and resizes it to the
@@ -32,6 +33,8 @@ from .upsample import UPSAMPLERS, resize, upsample
 # starry_night_fast, style distance against full resolution: short side 160 px +6.8 %, 200 px +2.5 %,
 # 240 px +0.5 %; 128 / 0.6 = 213 px is within the 5 % that keeps the look).
 _DEFAULT_CROP_MIN = 0.6
+# Upsamplers the CPU path runs on uint8 (the edge-aware ones need the float guide).
+_UINT8_UPSAMPLERS = ("bicubic", "bilinear")
 
 
 def style_work_size(metadata: dict[str, str], train_config: dict) -> int:
@@ -70,13 +73,14 @@ def check_work_size(work_size) -> int | None:
     return value
 
 
-def _load_net(style) -> tuple[nn.Module, str, int | None]:
-    """(network copy, display name, style working size or None) from any accepted ``style``."""
+def _load_net(style, prefer: str) -> tuple[nn.Module, str, int | None]:
+    """(network copy, display name, style working size or None) from any accepted ``style``; a family
+    name loads the variant ``prefer`` picks (:func:`fastnst.styles.resolve_style`)."""
     from .styles import StyleModel, load_style
 
     if isinstance(style, nn.Module):
         return copy.deepcopy(style), type(style).__name__, None
-    model = style if isinstance(style, StyleModel) else load_style(style, device="cpu")
+    model = style if isinstance(style, StyleModel) else load_style(style, device="cpu", prefer=prefer)
     net = model.net if not isinstance(style, StyleModel) else copy.deepcopy(model.net)
     return net, model.name, style_work_size(model.metadata, model.train_config)
 
@@ -84,8 +88,11 @@ def _load_net(style) -> tuple[nn.Module, str, int | None]:
 class Stylizer:
     """A style network ready for inference on one device, with its working resolution.
 
-    ``style``: a registered style name, a ``.safetensors`` path, a :class:`fastnst.styles.StyleModel`
-    or a :class:`TransformerNet` (copied, never modified). ``dtype``: "auto" picks fp16 on CUDA, bf16
+    ``style``: a registered style name or family (on a CPU its fastest variant, on a GPU its best), a
+    ``.safetensors`` path, a :class:`fastnst.styles.StyleModel` or a :class:`TransformerNet` (copied,
+    never modified). ``engine``: what runs the network (:data:`fastnst.runtime.ENGINES`; ``auto`` is
+    OpenVINO on a CPU where it is installed, PyTorch elsewhere; :attr:`engine_note` says why OpenVINO
+    was not used). ``dtype``: "auto" picks fp16 on CUDA, bf16
     on CPUs with native bf16, fp32 elsewhere (:func:`fastnst.devices.auto_dtype`). ``max_size`` caps
     the output's longer side. ``work_size``: the network's short side in px (None: the style's own,
     0: full resolution); ``scale`` instead runs it at ``scale`` × the frame. ``upsampler``: how the
@@ -98,7 +105,8 @@ class Stylizer:
 
     def __init__(self, style, *, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
                  max_size: int | None = None, scale: float | None = None, work_size: int | None = None,
-                 upsampler: str = DEFAULT_UPSAMPLER, channels_last: bool | None = None, compile: bool | str = False) -> None:
+                 upsampler: str = DEFAULT_UPSAMPLER, channels_last: bool | None = None, compile: bool | str = False,
+                 engine: str = "auto") -> None:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.dtype = parse_dtype(dtype, self.device)
         if scale is not None and not (0 < scale <= 8):
@@ -110,27 +118,24 @@ class Stylizer:
         work_size = check_work_size(work_size)
         self.max_size, self.upsampler = max_size, upsampler
         self.scale = None if scale is None else float(scale)
-        net, self.name, style_size = _load_net(style)
+        # A family name (``starry_night``) runs its fastest variant on a CPU and its best on a GPU.
+        net, self.name, style_size = _load_net(style, "speed" if self.device.type == "cpu" else "quality")
         self.work_size = style_size if work_size is None else work_size
         if self.scale is None and work_size is None and style_size is None:
             self.work_size = 0  # a bare network: no training scale known, run at the frame's size
         # channels_last suits cuDNN (tensor cores, NHWC I/O for free); oneDNN on CPU measured slower.
-        self.channels_last = (self.device.type == "cuda") if channels_last is None else channels_last
-        # CUDA half precision: weights converted once (faster than per-op autocast casts). CPU bf16:
-        # autocast over fp32 weights, so ops without a bf16 kernel keep working.
-        weights_dtype = self.dtype if self.device.type == "cuda" else torch.float32
-        net = net.eval().requires_grad_(False).to(self.device, weights_dtype)
-        if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        self.net: nn.Module = net
-        self._forward: Callable[[torch.Tensor], torch.Tensor] = net
-        self._graphs = compile == "reduce-overhead"
-        if compile:
-            mode = compile if isinstance(compile, str) else None
-            self._forward = torch.compile(net, mode=mode, dynamic=True)
+        channels_last = (self.device.type == "cuda") if channels_last is None else channels_last
+        self.engine = make_engine(net, engine, self.device, self.dtype, channels_last=channels_last, compile=compile)
+        self.net: nn.Module = net  # the torch module (every engine runs these weights)
 
     def __repr__(self) -> str:
-        return f"Stylizer({self.name!r}, device={self.device}, dtype={self.dtype}, work_size={self.work_size})"
+        return (f"Stylizer({self.name!r}, device={self.device}, dtype={self.dtype}, work_size={self.work_size}, "
+                f"engine={self.engine.name})")
+
+    @property
+    def engine_note(self) -> str:
+        """Why the engine asked for is not the one running ("" when it is)."""
+        return self.engine.note
 
     # -- stages -----------------------------------------------------------------------------------
 
@@ -141,21 +146,23 @@ class Stylizer:
             raise FastNSTError(f"Expected a (B,3,H,W) tensor, got shape {tuple(images.shape)}.")
         full = resize_max(images.to(self.device, non_blocking=True).float(), self.max_size)
         h, w = full.shape[-2:]
-        return full, resize(full, work_shape(h, w, work_size=self.work_size, scale=self.scale))
+        size = work_shape(h, w, work_size=self.work_size, scale=self.scale)
+        if self.device.type == "cpu" and size != (h, w):
+            # resized on uint8 as in the per-frame CPU path (_stylize_frame_cpu), so a blend, a strength
+            # or a colour transfer sees exactly the network input a plain style does
+            u8 = full.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).contiguous(memory_format=torch.channels_last)
+            return full, _resize_uint8(u8, size).float().div_(255.0)
+        return full, resize(full, size)
 
     def network(self, work: torch.Tensor) -> torch.Tensor:
         """The style network on ``(B,3,h,w)`` float in [0,1] → ``(B,3,h,w)`` float32 in [0,1]."""
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        x = work.to(self.net_dtype).contiguous(memory_format=fmt)
-        with autocast(self.device, None if self.device.type == "cuda" else self.dtype):
-            y = self._forward(x)
-        if self._graphs:
-            y = y.clone()  # CUDA graphs reuse their output buffer: the next call would overwrite this one
-        return y.float().clamp_(0, 1)
+        return self.engine(work)
 
-    @property
-    def net_dtype(self) -> torch.dtype:
-        return next(self.net.parameters()).dtype
+    @torch.inference_mode()
+    def warm_up(self, height: int, width: int) -> None:
+        """Run the network once at the working shape of ``height × width`` frames, so the first real
+        frame does not wait for an engine's conversion or compilation (a live camera would drop it)."""
+        self.network(self.prepare(torch.zeros(1, 3, height, width))[1])
 
     def finish(self, styled: torch.Tensor, work: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
         """Working-resolution output → output size (:attr:`upsampler`), float32 in [0,1]."""
@@ -175,9 +182,31 @@ class Stylizer:
     @torch.inference_mode()
     def stylize_uint8(self, frames: torch.Tensor, stabilizer=None) -> torch.Tensor:
         """``(B,H,W,3)`` uint8 RGB (any device) → ``(B,H',W',3)`` uint8 on :attr:`device`."""
+        if self.device.type == "cpu" and frames.device.type == "cpu" and self.upsampler in _UINT8_UPSAMPLERS:
+            return torch.from_numpy(np.stack([self._stylize_frame_cpu(f, stabilizer) for f in frames.numpy()]))
         x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         y = self.stylize_batch(x, stabilizer)
         return y.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+    def _stylize_frame_cpu(self, frame: np.ndarray, stabilizer=None) -> np.ndarray:
+        """One ``(H,W,3)`` uint8 frame through the stages on the CPU with every full-resolution step on
+        uint8 (the same filters as :meth:`prepare` and :meth:`finish`, 3–30× faster than on floats):
+        only the working-size image is ever float. The full-resolution
+        float round trip cost more than the lite network (``benchmarks/speed.py``). Same result as the
+        tensor path to rounding (the output is rounded at the working size before it is upsampled)."""
+        x = torch.from_numpy(np.ascontiguousarray(resize_max_uint8(frame, self.max_size))).permute(2, 0, 1)[None]
+        h, w = x.shape[-2:]
+        size = work_shape(h, w, work_size=self.work_size, scale=self.scale)
+        work = _resize_uint8(x, size).float().div_(255.0)
+        styled = self.network(work)
+        if stabilizer is not None:
+            styled = stabilizer(work, styled)
+        out = np.ascontiguousarray(styled[0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
+        if size == (h, w):
+            return out
+        import cv2  # PyTorch's uint8 bicubic uses another kernel (a = -0.5) than its float one; OpenCV's matches
+
+        return cv2.resize(out, (w, h), interpolation=cv2.INTER_CUBIC if self.upsampler == "bicubic" else cv2.INTER_LINEAR)
 
     def __call__(self, x, stabilizer=None):
         if isinstance(x, np.ndarray):
@@ -190,11 +219,31 @@ class Stylizer:
         raise TypeError(f"Stylizer takes a numpy image or a tensor batch, not {type(x).__name__}")
 
 
+def _resize_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(B,3,H,W)`` uint8 → ``size`` as :func:`fastnst.upsample.resize` does (antialiased bilinear
+    when shrinking, bilinear when growing), in PyTorch's uint8 kernels."""
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", antialias=size[0] < h or size[1] < w, align_corners=False)
+
+
+def resize_max_uint8(frame: np.ndarray, max_size: int | None) -> np.ndarray:
+    """``(H,W,3)`` uint8 downscaled (area filter) so the longer side is at most ``max_size``."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    if not max_size or max(h, w) <= max_size:
+        return frame
+    s = max_size / max(h, w)  # the sizes of fastnst.images.resize_max
+    return cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
 def stylizer_kwargs(engine: EngineOptions, **extra) -> dict:
     """The :class:`Stylizer` keyword arguments that ``engine`` sets (device, dtype, scale, working
-    size, upsampler), plus ``extra``; ``max_size`` is left to the caller (video decoders apply it)."""
+    size, upsampler, inference engine), plus ``extra``; ``max_size`` is left to the caller (video decoders apply it)."""
     return {"device": engine.device, "dtype": engine.dtype, "scale": engine.scale, "work_size": engine.work_size,
-            "upsampler": engine.upsampler or DEFAULT_UPSAMPLER, **extra}
+            "upsampler": engine.upsampler or DEFAULT_UPSAMPLER, "engine": engine.runtime, **extra}
 
 
 def as_stylizer(style, **kwargs) -> Stylizer:

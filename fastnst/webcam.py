@@ -183,9 +183,11 @@ class FrameGrabber:
     ``source``: camera index (int or digit string), video file path or URL. File sources are paced
     at their frame rate when ``realtime`` (default for files), so they behave like a camera; with
     ``realtime=False`` a file is read as fast as it is consumed, every frame delivered once.
+    ``autostart=False`` opens the source without reading it until :meth:`start`.
     """
 
-    def __init__(self, source: int | str, *, realtime: bool | None = None, max_size: int | None = None) -> None:
+    def __init__(self, source: int | str, *, realtime: bool | None = None, max_size: int | None = None,
+                 autostart: bool = True) -> None:
         import cv2
 
         if isinstance(source, str) and source.isdigit():
@@ -221,7 +223,26 @@ class FrameGrabber:
         self.captured_at = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fastnst-capture", daemon=True)
-        self._thread.start()
+        if autostart:
+            self.start()
+
+    def start(self) -> None:
+        """Start reading (once)."""
+        if self._thread.ident is None:
+            self._thread.start()
+
+    def frame_size(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the frames it will deliver (after ``max_size``), from the capture's
+        own properties (reliable for sizes, unlike its fps); None where the source does not say."""
+        import cv2
+
+        w, h = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if w <= 0 or h <= 0:
+            return None
+        if self.max_size and max(h, w) > self.max_size:
+            s = self.max_size / max(h, w)
+            h, w = max(1, round(h * s)), max(1, round(w * s))
+        return h, w
 
     def _run(self) -> None:
         import cv2
@@ -263,7 +284,8 @@ class FrameGrabber:
     def close(self) -> None:
         self._stop.set()
         self._frames.stop()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
         self.cap.release()
 
 
@@ -472,7 +494,11 @@ class _Stages:
              realtime: bool | None) -> NetworkStage:
         import cv2
 
-        self.grabber = FrameGrabber(o.camera, realtime=realtime, max_size=o.engine.max_size)
+        self.grabber = FrameGrabber(o.camera, realtime=realtime, max_size=o.engine.max_size, autostart=False)
+        size = self.grabber.frame_size()
+        if size is not None:  # an engine's conversion happens now, not while the camera's frames pile up
+            mixer.warm_up(*size)
+        self.grabber.start()
         self.net = NetworkStage(self.grabber, mixer, live, state, stabilize=stabilize, tuner=tuner,
                                 lossless=self.grabber.lossless)
         if o.show:

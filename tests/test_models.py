@@ -23,9 +23,37 @@ def _expected_parameters(arch: Arch) -> int:
     return encoder + residual + decoder
 
 
+def _macs_per_pixel(net: nn.Module, h: int, w: int) -> float:
+    """Multiply-adds of every convolution per output pixel, counted on a forward pass."""
+    total = 0
+
+    def hook(m, i, o):
+        nonlocal total
+        total += o.numel() * m.in_channels * m.kernel_size[0] * m.kernel_size[1] // m.groups
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        net(torch.rand(1, 3, h, w))
+    for handle in handles:
+        handle.remove()
+    return total / (h * w)
+
+
+def _conv_input_sizes(net: nn.Module, h: int, w: int) -> list[tuple[int, int]]:
+    sizes = []
+    handles = [m.register_forward_hook(lambda m, i, o: sizes.append(tuple(i[0].shape[-2:])))
+               for m in net.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        net(torch.rand(1, 3, h, w))
+    for handle in handles:
+        handle.remove()
+    return sizes
+
+
+@pytest.mark.parametrize("arch", [Arch((4, 8, 8), 1), Arch((4, 8, 8), 1, "unshuffle")], ids=["conv9", "unshuffle"])
 @pytest.mark.parametrize("size", [(17, 23), (5, 7), (31, 16), (3, 5), (1, 1), (64, 9)])
-def test_output_shape_matches_any_input_size(size):
-    net = TransformerNet(Arch((4, 8, 8), 1)).eval()
+def test_output_shape_matches_any_input_size(size, arch):
+    net = TransformerNet(arch).eval()
     x = torch.rand(2, 3, *size)
     y = net(x)
     assert y.shape == x.shape
@@ -74,6 +102,36 @@ def test_gradient_reaches_every_parameter():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
 
+def test_the_lite_preset_has_no_full_resolution_layer_and_a_sixth_of_the_work():
+    h, w = 216, 288  # the webcam's working size (multiples of 8: the padding adds nothing)
+    lite, fast = build_model(preset="lite"), build_model(preset="fast")
+    # every conv sees half the resolution at most (+2 px of reflection padding for its 3×3 kernel)
+    assert max(_conv_input_sizes(lite, h, w)) == (h // 2 + 2, w // 2 + 2)
+    assert max(_conv_input_sizes(fast, h, w)) == (h + 8, w + 8)  # fast's 9×9 convs: full resolution, padded
+    lite_macs = _macs_per_pixel(lite, h, w)
+    assert lite_macs <= 16_000 and 4 * lite_macs < _macs_per_pixel(fast, h, w)  # 7.2 k against 33.1 k
+    assert Arch.from_dict(PRESETS["lite"].to_dict()) == PRESETS["lite"]
+    assert "stem" not in PRESETS["fast"].to_dict()  # older files and readers see the dict they know
+
+
+def _period2_energy(y: torch.Tensor) -> float:
+    """Mean absolute difference between each 2×2 block's four sub-pixels and their mean: the signature
+    of a pixel-shuffle grid (0 for any image that is smooth at the scale of a pixel)."""
+    blocks = torch.nn.functional.pixel_unshuffle(y[..., : y.shape[-2] // 2 * 2, : y.shape[-1] // 2 * 2], 2)
+    blocks = blocks.view(y.shape[0], 3, 4, *blocks.shape[-2:])
+    return float((blocks - blocks.mean(2, keepdim=True)).abs().mean())
+
+
+def test_an_untrained_lite_net_has_no_grid_pattern():
+    """ICNR: the four sub-pixels start equal, so a flat input gives a flat output and a ramp no 2×2 grid."""
+    torch.manual_seed(0)
+    net = build_model(preset="lite").eval()
+    flat = net(torch.full((1, 3, 64, 96), 0.4))
+    assert float(flat.std(dim=(-2, -1)).max()) < 1e-5
+    ramp = torch.linspace(0, 1, 96).expand(1, 3, 64, 96).contiguous()
+    assert _period2_energy(net(ramp)) < 1e-6
+
+
 def test_bad_presets_and_arch_descriptions():
     with pytest.raises(FastNSTError, match="Unknown preset"):
         build_model(preset="huge")
@@ -81,6 +139,8 @@ def test_bad_presets_and_arch_descriptions():
         Arch.from_dict({"widths": [1, 2], "n_residual": 1})
     with pytest.raises(FastNSTError):
         Arch.from_dict({"n_residual": 1})
+    with pytest.raises(FastNSTError):
+        Arch.from_dict({"widths": [1, 2, 3], "n_residual": 1, "stem": "conv3"})
     arch = Arch((4, 8, 16), 2)
     assert Arch.from_dict(arch.to_dict()) == arch
     assert build_model(arch=arch).arch == arch

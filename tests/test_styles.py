@@ -19,6 +19,8 @@ from fastnst.styles import (
     DEFAULT_STYLE,
     FORMAT,
     check_style_file,
+    families,
+    family_of,
     install_style,
     list_styles,
     load_style,
@@ -157,16 +159,36 @@ def _absolute_paths(value) -> list[str]:
     return [value] if isinstance(value, str) and (value.startswith(("/", "~", "\\")) or value[1:3] in (":\\", ":/")) else []
 
 
+SHIPPED = "starry_night_fast"  # a shipped style file; DEFAULT_STYLE is its family
+
+
 def test_shipped_styles_are_named_by_their_file_and_record_no_machine_paths():
     shipped = {n: e for n, e in list_styles().items() if e.origin == "shipped"}
-    assert DEFAULT_STYLE in shipped and len(shipped) >= 4
+    assert SHIPPED in shipped and len(shipped) >= 4
     for name, entry in shipped.items():
         meta, arch = check_style_file(entry.path)
         assert meta["style_name"] == name and entry.path.stem == name
         cfg = json.loads(meta["train_config"])
         assert cfg and not _absolute_paths(cfg), (name, _absolute_paths(cfg))
-        assert meta["preset"] == "fast" and arch == PRESETS["fast"]
-    assert load_style(DEFAULT_STYLE).name == DEFAULT_STYLE
+        assert meta["preset"] in PRESETS and arch == PRESETS[meta["preset"]]
+    assert load_style(SHIPPED).name == SHIPPED
+    assert DEFAULT_STYLE in families() and DEFAULT_STYLE not in shipped
+
+
+def test_a_family_name_picks_a_variant_by_preference_and_a_file_stem_picks_that_file(tmp_path, monkeypatch):
+    env = tmp_path / "env"
+    save_style(env / "wave_fast", _net(1), style_name="wave_fast", preset="fast")
+    save_style(env / "wave_lite", _net(2), style_name="wave_lite", preset="lite", family="wave")
+    save_style(env / "wave_big", _net(3), style_name="wave_big", preset="quality", family="wave")
+    monkeypatch.setenv("FASTNST_WEIGHTS", str(env))
+    assert set(families()["wave"]) == {"fast", "lite", "quality"}
+    assert resolve_style("wave", prefer="speed") == env / "wave_lite.safetensors"
+    assert resolve_style("wave", prefer="quality") == env / "wave_big.safetensors"
+    assert resolve_style("wave_fast", prefer="speed") == env / "wave_fast.safetensors"  # a stem is exact
+    assert family_of("wave_big") == family_of("wave_fast") == "wave"
+    assert load_style("wave", prefer="speed").name == "wave_lite"
+    with pytest.raises(FastNSTError, match="shipped style"):  # a shipped family name is not taken either
+        install_style(env / "wave_fast.safetensors", DEFAULT_STYLE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -358,7 +380,7 @@ def test_list_styles_gives_each_name_its_path_and_origin(tmp_path, monkeypatch):
     assert list(styles) == sorted(styles)
     assert (styles["mine"].origin, styles["mine"].path) == ("user", user_path)
     assert (styles["other"].origin, styles["other"].path) == ("env", env / "other.safetensors")
-    assert styles[DEFAULT_STYLE].origin == "shipped"
+    assert styles[SHIPPED].origin == "shipped"
     assert read_metadata(styles["mine"])["style_name"] == "mine"  # entries work as paths
     save_style(env / "mine", _net(1), style_name="mine")  # $FASTNST_WEIGHTS comes first
     assert list_styles()["mine"].origin == "env" and load_style("mine").path == env / "mine.safetensors"
@@ -384,10 +406,10 @@ def test_install_style_copies_under_the_name_and_refuses_to_clobber(tmp_path):
 def test_install_style_does_not_shadow_a_shipped_style_without_force(tmp_path):
     src = save_style(tmp_path / "trained", _net(), style_name="t")
     with pytest.raises(FastNSTError, match="shipped style"):
-        install_style(src, DEFAULT_STYLE)
-    assert list_styles()[DEFAULT_STYLE].origin == "shipped"
-    install_style(src, DEFAULT_STYLE, force=True)
-    assert list_styles()[DEFAULT_STYLE].origin == "user"
+        install_style(src, SHIPPED)
+    assert list_styles()[SHIPPED].origin == "shipped"
+    install_style(src, SHIPPED, force=True)
+    assert list_styles()[SHIPPED].origin == "user"
 
 
 @pytest.mark.parametrize("name", ["", "../evil", "a/b", "a\\b", ".hidden", "x" * 65, "con", "two words",
@@ -423,5 +445,5 @@ def test_styles_command_lists_name_origin_preset_and_image(tmp_path, capsys):
     assert cli.main(["styles"]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
     assert rows["mine"][1:4] == ["user", "custom", "wave.jpg"]
-    assert rows[DEFAULT_STYLE][1:4] == ["shipped", "fast", "starry_night.jpg"]
+    assert rows[SHIPPED][1:4] == ["shipped", "fast", "starry_night.jpg"]
     assert rows["broken"][1] == "user" and "unreadable" in rows["broken"][3]

@@ -12,6 +12,7 @@ import torch
 
 from fastnst import cli
 from fastnst.errors import FastNSTError
+from fastnst.styles import DEFAULT_STYLE
 from fastnst.timeline import (
     Entry,
     Fader,
@@ -79,7 +80,7 @@ def test_from_cli_and_styles():
     assert [e.start for e in s.entries] == [0.0, 4.0, 8.5]
     assert s.styles() == ["a", "b", "c"]
     assert s.transitions() == [(3.25, 4.75), (7.75, 9.25)]
-    assert Schedule.from_cli([]).styles() == ["starry_night_fast"]
+    assert Schedule.from_cli([]).styles() == [DEFAULT_STYLE]
 
 
 @pytest.mark.parametrize("styles, kwargs, message", [

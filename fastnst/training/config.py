@@ -45,11 +45,14 @@ class TrainConfig:
     content: list[str] = field(default_factory=list, metadata=_h(
         "photo folder(s), searched recursively (a COCO train2014 folder works)", required=True, metavar="DIR"))
     style: list[str] = field(default_factory=list, metadata=_h(
-        "style image(s); several are blended by averaging their Gram matrices", required=True, metavar="IMAGE"))
+        "style image(s); several are blended by averaging their Gram matrices (not with --teacher)",
+        metavar="IMAGE"))
     name: str = field(default="", metadata=_h(
         "run name: the run folder is runs/NAME_PRESET and the style file NAME_PRESET.safetensors "
         "(default: the first style image's file stem)"))
-    preset: str = field(default="fast", metadata=_h("network preset", choices=("fast", "quality")))
+    preset: str = field(default="fast", metadata=_h(
+        "network preset (lite: no full-resolution layer, for CPUs; usually distilled with --teacher)",
+        choices=("fast", "quality", "lite")))
     arch: str = field(default="", metadata=_h(
         "explicit network shape 'W1,W2,W3:RES' (e.g. '8,16,32:1'); overrides --preset"))
     image_size: int = field(default=256, metadata=_h("training crop size, px (square)"))
@@ -68,6 +71,17 @@ class TrainConfig:
     temporal_weight: float = field(default=1000.0, metadata=_h(
         "weight of the two-frame temporal loss (masked MSE between stylize(frame2) and warp(stylize(frame1))); "
         "0 turns the temporal branch off"))
+    # Distillation: a small net learns to reproduce a trained one. Its loss needs no VGG (about a third
+    # of a perceptual step's cost on a CPU, benchmarks/train_speed.py), so a CPU twin trains in minutes.
+    teacher: str = field(default="", metadata=_h(
+        "distil: learn to reproduce this style model (name or .safetensors) on the photos instead of the "
+        "VGG loss; --style is then not needed. Loss: L1 to the teacher's output on both frames + "
+        "--texture-weight × L1 of image gradients + --steadiness-weight × L1 of the frame-to-frame change",
+        metavar="STYLE"))
+    texture_weight: float = field(default=1.0, metadata=_h(
+        "distillation: weight of the image-gradient (brush texture) term"))
+    steadiness_weight: float = field(default=1.0, metadata=_h(
+        "distillation: weight of the term matching the teacher's change between the two frames (0: off)"))
     content_layers: dict[str, float] = field(default_factory=lambda: dict(JOHNSON_CONTENT_LAYERS),
                                              metadata=_h("content taps NAME[:W],…", metavar="LAYERS"))
     style_layers: dict[str, float] = field(default_factory=lambda: dict(GATYS_STYLE_LAYERS),

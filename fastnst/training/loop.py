@@ -17,6 +17,15 @@ also cover ``O₂`` in the same (doubled) VGG pass.
 The content, style and TV terms, the Gram targets and the balancing are
 :class:`fastnst.perceptual.PerceptualLoss`, the same as the Gatys mode's; the temporal term is here.
 
+Distillation (``--teacher``): a trained style net ``T`` replaces the VGG, and the student ``N`` learns
+to reproduce it on the same pairs (no Gram targets, no VGG pass)::
+
+    L = ‖O − T(x)‖₁ on both frames                                   distill
+      + τ ‖∇O − ∇T(x)‖₁                                              texture (image gradients)
+      + σ Σ_p M(p) |(O₂ − W(O₁, f)) − (T(x₂) − W(T(x₁), f))| / (3 Σ_p M)   steadiness
+
+so the student inherits the teacher's look and its response to motion and noise.
+
 Efficiency: the VGG stops after the deepest tap (:class:`fastnst.vgg.VGG19Features`), content
 targets are computed under ``no_grad`` and only up to the deepest *content* tap
 (:meth:`~fastnst.perceptual.PerceptualLoss.content_targets`), and the style Grams are computed once
@@ -52,7 +61,8 @@ from ..images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, 
 from ..models import PRESETS, Arch, TransformerNet
 from ..perceptual import PerceptualLoss, load_extractor, normalise_weights
 from ..pictures import MatplotlibMissing, plot_loss_curves
-from ..styles import load_style_file, save_style
+from ..styles import family_of, load_style, load_style_file, save_style
+from ..stylizer import style_work_size
 from . import dist
 from .config import TrainConfig, parse_config
 from .data import (
@@ -69,6 +79,7 @@ from .data import (
 CHECKPOINT_FORMAT = "fastnst-train-checkpoint"
 CHECKPOINT_VERSION = 1
 LOSS_KEYS = ("content", "style", "tv", "temporal", "total")
+DISTILL_KEYS = ("distill", "texture", "steadiness", "total")
 # Under DDP the processes agree on a SIGTERM stop every N steps (a tiny all-reduce and, on CUDA, a
 # host sync; every step would cost the sync every step). The agreement points are the same step
 # numbers in every process, which DDP keeps in lockstep.
@@ -229,8 +240,9 @@ def init_weights(net: TransformerNet, path: Path, arch: Arch, preset: str) -> No
 
 def run_paths(cfg: TrainConfig, preset: str) -> tuple[str, Path, Path]:
     """``(name, out_dir, output)``: the run folder defaults to ``runs/NAME_PRESET`` and the style file
-    into it, ``OUT_DIR/NAME_PRESET.safetensors``, never into a folder of installed styles."""
-    name = cfg.name or Path(cfg.style[0]).stem
+    into it, ``OUT_DIR/NAME_PRESET.safetensors``, never into a folder of installed styles. NAME defaults
+    to the style image's stem, or the teacher's family (``starry_night`` for ``starry_night_fast``)."""
+    name = cfg.name or (family_of(cfg.teacher) if cfg.teacher else Path(cfg.style[0]).stem)
     out_dir = Path(cfg.out_dir or f"runs/{name}_{preset}")
     output = Path(cfg.output) if cfg.output else out_dir / f"{name}_{preset}.safetensors"
     if output.suffix != ".safetensors":
@@ -256,7 +268,7 @@ def portable_config(cfg: TrainConfig) -> dict:
     d = cfg.to_dict()
     for key in ("content", "style", "video"):
         d[key] = [Path(p).resolve().name for p in d[key]]
-    for key in ("out_dir", "output", "vgg_weights", "init", "resume", "recipe", "data_root"):
+    for key in ("out_dir", "output", "vgg_weights", "init", "resume", "recipe", "data_root", "teacher"):
         if d[key] and d[key] not in ("random", "auto"):
             d[key] = Path(d[key]).resolve().name
     return d
@@ -289,15 +301,18 @@ def _note(info: dist.DistInfo, text: str) -> None:
 def _validate(cfg: TrainConfig) -> None:
     if not cfg.content:
         raise FastNSTError("Give at least one --content folder of photos.")
-    if not cfg.style:
-        raise FastNSTError("Give at least one --style image.")
+    if not cfg.style and not cfg.teacher:
+        raise FastNSTError("Give at least one --style image (or a --teacher style model to distil).")
+    if cfg.style and cfg.teacher:
+        raise FastNSTError("--teacher distils a trained style model: give it without --style.")
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.image_size < 16:
         raise FastNSTError("--steps and --batch-size must be ≥ 1 and --image-size ≥ 16.")
     if cfg.lr <= 0:
         raise FastNSTError("--lr must be positive.")
     if cfg.warmup_steps < 0:
         raise FastNSTError("--warmup-steps must be 0 or more.")
-    weights = (cfg.content_weight, cfg.style_weight, cfg.tv_weight, cfg.temporal_weight)
+    weights = (cfg.content_weight, cfg.style_weight, cfg.tv_weight, cfg.temporal_weight, cfg.texture_weight,
+               cfg.steadiness_weight)
     if any(w < 0 or not math.isfinite(w) for w in weights):
         raise FastNSTError("Loss weights must be finite and non-negative.")
     if min(cfg.log_every, cfg.workers, cfg.threads, cfg.sample_every, cfg.checkpoint_every, cfg.val_images) < 0:
@@ -364,7 +379,9 @@ class _Trainer:
         self.dtype, amp_note = amp_dtype(cfg.amp, self.device)
         if amp_note:
             _note(info, amp_note)
-        self.temporal = cfg.temporal_weight > 0
+        self.distilling = bool(cfg.teacher)
+        self.keys = DISTILL_KEYS if self.distilling else LOSS_KEYS
+        self.temporal = (cfg.steadiness_weight if self.distilling else cfg.temporal_weight) > 0
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.start_step, self.seconds0, self.history = 0, 0.0, []
         self.curve_note = ""  # set when the loss curve cannot be drawn (no matplotlib): noted once
@@ -399,8 +416,12 @@ class _Trainer:
 
     def _setup_loss(self, loss_net: nn.Module | None) -> None:
         """The perceptual loss with the targets fixed for the whole run: the style Grams (mean over the
-        style images) and the content weights balanced on reference photos."""
+        style images) and the content weights balanced on reference photos; or the frozen teacher."""
         cfg, device = self.cfg, self.device
+        if self.distilling:
+            self.teacher = load_style(cfg.teacher, device=device)
+            self.teacher.net.requires_grad_(False).eval()
+            return
         if loss_net is None:
             for layers, what in ((cfg.content_layers, "content"), (cfg.style_layers, "style")):
                 normalise_weights(layers, what)  # a bad weight is reported before any weights are loaded
@@ -466,7 +487,7 @@ class _Trainer:
         self.bar = tqdm(total=cfg.steps, initial=self.start_step, disable=not (cfg.progress and info.main),
                         unit="step", dynamic_ncols=True, desc=f"train {self.name}",
                         mininterval=1.0 if sys.stderr.isatty() else 60.0)
-        self.window = torch.zeros(len(LOSS_KEYS), device=self.device)
+        self.window = torch.zeros(len(self.keys), device=self.device)
         self.window_steps, self.window_t = 0, time.perf_counter()
         self.t0 = time.perf_counter()
         self.at_step = self.start_step
@@ -517,7 +538,10 @@ class _Trainer:
         return x1.shape[0]
 
     def _loss_terms(self, batch: Mapping[str, torch.Tensor], x1: torch.Tensor) -> list[torch.Tensor]:
-        """``[content, style, tv, temporal, total]``, weighted (in the order of :data:`LOSS_KEYS`)."""
+        """``[content, style, tv, temporal, total]``, weighted (in the order of :data:`LOSS_KEYS`), or
+        when distilling ``[distill, texture, steadiness, total]`` (:data:`DISTILL_KEYS`)."""
+        if self.distilling:
+            return self._distill_terms(batch, x1)
         cfg, device, b = self.cfg, self.device, x1.shape[0]
         if self.temporal:
             x2 = batch["frame2"].to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
@@ -537,6 +561,28 @@ class _Trainer:
             l_temporal = torch.zeros((), device=device)
         return [l_content, l_style, l_tv, l_temporal, l_content + l_style + l_tv + l_temporal]
 
+    def _distill_terms(self, batch: Mapping[str, torch.Tensor], x1: torch.Tensor) -> list[torch.Tensor]:
+        """The distillation loss of the module docstring on one batch (both frames in one pass)."""
+        cfg, b = self.cfg, x1.shape[0]
+        x = x1
+        if self.temporal:
+            x = torch.cat([x1, batch["frame2"].to(self.device, non_blocking=True).contiguous(
+                memory_format=self.memory_format)])
+        y = self.model(x)
+        with torch.no_grad():
+            t = self.teacher.net(x)
+        l_distill = losses.distill_loss(y, t)
+        l_texture = cfg.texture_weight * losses.texture_loss(y, t)
+        if self.temporal:
+            flow = batch["flow"].to(self.device, non_blocking=True)
+            mask = batch["mask"].to(self.device, non_blocking=True)
+            change_y = y[b:].float() - warp(y[:b], flow)[0]
+            change_t = t[b:].float() - warp(t[:b], flow)[0]
+            l_steady = cfg.steadiness_weight * losses.steadiness_loss(change_y, change_t, mask)
+        else:
+            l_steady = torch.zeros((), device=self.device)
+        return [l_distill, l_texture, l_steady, l_distill + l_texture + l_steady]
+
     # --- log / checkpoint / finish ---
 
     def log(self, b: int) -> None:
@@ -547,15 +593,14 @@ class _Trainer:
             raise FastNSTError(f"Training diverged at step {self.at_step} (loss is not finite); "
                                "lower --lr or the loss weights.")
         now = time.perf_counter()
-        rec = {"step": self.at_step, **dict(zip(LOSS_KEYS, means)),
+        rec = {"step": self.at_step, **dict(zip(self.keys, means)),
                "images_per_s": self.window_steps * b * info.world / max(now - self.window_t, 1e-9),
                "seconds": self.seconds0 + now - self.t0}
         self.history.append(rec)
         if info.main:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
-        self.bar.set_postfix(total=f"{means[4]:.3g}", content=f"{means[0]:.3g}", style=f"{means[1]:.3g}",
-                             tv=f"{means[2]:.3g}", temporal=f"{means[3]:.3g}", img_s=f"{rec['images_per_s']:.2f}")
+        self.bar.set_postfix(**{k: f"{v:.3g}" for k, v in zip(self.keys, means)}, img_s=f"{rec['images_per_s']:.2f}")
         self.window.zero_()
         self.window_steps, self.window_t = 0, time.perf_counter()
 
@@ -593,9 +638,14 @@ class _Trainer:
             self.save_outputs(checkpoint=False, samples=True)
         if info.main:
             style_image = ",".join(Path(p).name for p in cfg.style)
+            extra = {}
+            if self.distilling:  # the twin runs where its teacher runs and paints the teacher's painting
+                t = self.teacher
+                style_image = t.metadata.get("style_image", "")
+                extra = {"work_size": style_work_size(t.metadata, t.train_config), "family": self.name}
             # The recorded name is the one the style will be listed and picked by: the file's stem.
             save_style(self.output, self.net, style_name=self.output.stem, style_image=style_image,
-                       preset=self.preset, train_config=portable_config(cfg), half=cfg.half)
+                       preset=self.preset, train_config=portable_config(cfg), half=cfg.half, **extra)
         dist.barrier(info)
         return TrainResult(output=self.output, out_dir=self.out_dir, checkpoint=self.ckpt_path,
                            start_step=self.start_step, steps=self.at_step,
@@ -635,7 +685,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m train") ->
         print(f"wrote style {result.output.stem!r} to {result.output}  (steps {result.start_step}→{result.steps}, "
               f"{result.seconds:.1f} s on {result.device}{f' ×{result.world}' if result.world > 1 else ''})")
         if last:
-            print("final losses: " + "  ".join(f"{k} {last[k]:.4g}" for k in LOSS_KEYS)
+            keys = DISTILL_KEYS if cfg.teacher else LOSS_KEYS
+            print("final losses: " + "  ".join(f"{k} {last[k]:.4g}" for k in keys)
                   + f"  ({last['images_per_s']:.2f} images/s)")
         print(f"run folder: {result.out_dir}")
         print(f"use it: fastnst stylize INPUT --style {result.output} (or put it in a folder on FASTNST_WEIGHTS "

@@ -12,6 +12,8 @@ import pytest
 from fastnst.styles import load_style
 from fastnst.training.config import GATYS_STYLE_LAYERS, TrainConfig, build_parser, parse_config, read_recipe
 
+from fastnst.stylizer import style_work_size
+
 from .conftest import REPO
 
 
@@ -40,7 +42,8 @@ def test_the_trainers_command_line_states_defaults_and_takes_a_recipes(capsys):
     assert "shared with other jobs --workers" in text  # ...but not --threads', whose help states it
     with pytest.raises(SystemExit):
         parse_config([])
-    assert "error: the following arguments are required: --content, --style" in capsys.readouterr().err
+    # --style is checked by the trainer instead: a --teacher run (distillation) has none
+    assert "error: the following arguments are required: --content\n" in capsys.readouterr().err
     recipe = read_recipe(REPO / "train" / "recipes" / "starry_night.toml")
     text = " ".join(build_parser(defaults=recipe).format_help().split())
     assert "[--content DIR [DIR ...]] [--style IMAGE [IMAGE ...]]" in text  # the recipe gives them
@@ -68,9 +71,15 @@ REPRODUCED = ("preset", "image_size", "batch_size", "steps", "lr", "content_weig
               "half", "flow_shift", "flow_zoom", "flow_rotate", "flow_local", "frame_noise", "frame_brightness")
 
 
+def _shipped_stem(recipe: Path) -> str:
+    """A perceptual recipe ``NAME.toml`` makes ``NAME_fast``; a distillation recipe ``NAME_lite.toml`` makes
+    ``NAME_lite`` (the CPU twin of ``NAME_fast``)."""
+    return recipe.stem if recipe.stem.endswith("_lite") else f"{recipe.stem}_fast"
+
+
 def test_there_is_a_recipe_for_every_shipped_style():
     shipped = {p.stem for p in (REPO / "weights").glob("*.safetensors")}
-    assert {f"{p.stem}_fast" for p in RECIPES} == shipped
+    assert {_shipped_stem(p) for p in RECIPES} == shipped
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
@@ -81,13 +90,22 @@ def test_every_recipe_parses_into_a_valid_config_reproducing_its_shipped_style(r
     assert isinstance(cfg, TrainConfig) and cfg.recipe == str(recipe)
     arch, preset = parse_arch(cfg)
     _, out_dir, output = run_paths(cfg, preset)
-    assert output.stem == f"{recipe.stem}_fast" and output.parent == out_dir  # never into weights/
+    assert output.stem == _shipped_stem(recipe) and output.parent == out_dir  # never into weights/
     shipped = load_style(REPO / "weights" / f"{output.stem}.safetensors")
     assert shipped.net.arch == arch
-    assert {k: cfg.to_dict()[k] for k in REPRODUCED} == {k: shipped.train_config[k] for k in REPRODUCED}
-    assert [Path(p).name for p in cfg.style] == shipped.metadata["style_image"].split(",")
+    reproduced = [*REPRODUCED, "teacher", "texture_weight", "steadiness_weight"]
+    assert {k: cfg.to_dict()[k] for k in reproduced} == {k: shipped.train_config.get(k, TrainConfig().to_dict()[k])
+                                                         for k in reproduced}
+    if cfg.teacher:  # a twin paints its teacher's painting at its teacher's working size
+        teacher = load_style(cfg.teacher)
+        assert shipped.metadata["style_image"] == teacher.metadata["style_image"]
+        assert shipped.work_size == style_work_size(teacher.metadata, teacher.train_config)
+        assert shipped.family == teacher.family == recipe.stem.removesuffix("_lite")
+    else:
+        assert [Path(p).name for p in cfg.style] == shipped.metadata["style_image"].split(",")
+        assert Path(cfg.style[0]).parent.parent == Path(cfg.data_root)
     data = Path(cfg.data_root)
-    assert Path(cfg.style[0]).parent.parent == data and Path(cfg.content[0]) == data / "photos"
+    assert Path(cfg.content[0]) == data / "photos"
     assert data == REPO.parent / "shared" / "data"  # the example data beside the checkout, found from the file
     assert "/work" not in recipe.read_text() and str(REPO) not in recipe.read_text()  # no machine paths
     if data.is_dir():  # the example data beside the checkout, when present

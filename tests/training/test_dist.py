@@ -44,7 +44,9 @@ def test_ddp_two_processes_gloo_one_writer_and_resume(photos, tmp_path):
 
     from fastnst.training.loop import train
 
-    small = {"arch": "4,8,8:1", "image_size": 24, "steps": 3, "style_layers": {"relu1_2": 1.0, "relu2_1": 1.0}}
+    # fp32: with bf16 (auto on CPUs with native bf16) the two reductions round differently by more than atol
+    small = {"arch": "4,8,8:1", "image_size": 24, "steps": 3, "style_layers": {"relu1_2": 1.0, "relu2_1": 1.0},
+             "amp": "off"}
     cfg = tiny_config(photos, tmp_path, batch_size=1, temporal_weight=0.0, **small)
     mp.start_processes(_ddp_worker, args=(2, _free_port(), cfg), nprocs=2, start_method="fork")
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)

@@ -1,0 +1,189 @@
+"""Inference engines (fastnst.runtime): OpenVINO parity with torch, its cache (key, corrupt and stale
+entries, concurrent writers) and the fallback to torch. Skipped with the reason where OpenVINO is
+not installed; torch then runs everything (checked at the end)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastnst.errors import FastNSTError
+from fastnst.models import PRESETS, Arch, TransformerNet
+from fastnst.runtime import (
+    MIN_PSNR,
+    FallbackEngine,
+    OpenVINOEngine,
+    TorchEngine,
+    make_engine,
+    openvino_available,
+    parity_frame,
+    psnr,
+    weights_key,
+)
+from fastnst.styles import load_style
+from fastnst.stylizer import Stylizer
+
+needs_openvino = pytest.mark.skipif(bool(openvino_available()), reason=openvino_available() or "openvino present")
+SHAPE = (1, 3, 40, 56)
+TINY = Arch((8, 16, 16), 1)
+
+
+def _net(seed: int = 0, arch: Arch = TINY) -> TransformerNet:
+    torch.manual_seed(seed)
+    return TransformerNet(arch).eval()
+
+
+def _torch_out(net: TransformerNet, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return net(x)
+
+
+@needs_openvino
+@pytest.mark.parametrize("style", ["starry_night_fast", "cafe_terrace_fast"])
+def test_openvino_matches_torch_on_shipped_styles(style: str, tmp_path: Path) -> None:
+    net = load_style(style).net
+    x = parity_frame((1, 3, 120, 160))
+    for precision in ("f32", None):  # fp32, and this CPU's own default (bf16 where it is native)
+        engine = OpenVINOEngine(net, precision=precision, cache=tmp_path)
+        assert psnr(engine(x), _torch_out(net, x)) >= MIN_PSNR
+        assert engine.parity[(1, 3, 120, 160)] >= MIN_PSNR
+
+
+@needs_openvino
+def test_openvino_runs_the_lite_preset_at_odd_sizes(tmp_path: Path) -> None:
+    net = _net(1, PRESETS["lite"])
+    engine = OpenVINOEngine(net, precision="f32", cache=tmp_path)
+    for shape in [(1, 3, 37, 45), (2, 3, 8, 8), (1, 3, 2, 2)]:
+        x = torch.rand(shape)
+        y = engine(x)
+        assert y.shape == x.shape and psnr(y, _torch_out(net, x)) >= 60
+
+
+@needs_openvino
+def test_the_cache_key_follows_the_weights_shape_and_version(tmp_path: Path) -> None:
+    a, b = OpenVINOEngine(_net(0), cache=tmp_path), OpenVINOEngine(_net(0), cache=tmp_path)
+    assert a.entry(SHAPE) == b.entry(SHAPE)  # same weights, same entry
+    changed = _net(0)
+    with torch.no_grad():
+        changed.encoder[0].conv.weight[0, 0, 0, 0] += 1e-3
+    assert OpenVINOEngine(changed, cache=tmp_path).entry(SHAPE) != a.entry(SHAPE)
+    assert a.entry((1, 3, 40, 60)) != a.entry(SHAPE)
+    assert weights_key(_net(0)) != weights_key(_net(1))
+    a.ov = type("OV", (), {"__version__": "0.0.0-other"})  # a new OpenVINO
+    assert a.entry(SHAPE) != b.entry(SHAPE)
+
+
+@needs_openvino
+def test_a_converted_model_is_reused_from_the_cache(tmp_path: Path, monkeypatch) -> None:
+    net = _net()
+    OpenVINOEngine(net, precision="f32", cache=tmp_path)(parity_frame(SHAPE))
+    entries = [p for p in tmp_path.iterdir()]
+    assert len(entries) == 1 and (entries[0] / "model.xml").is_file() and (entries[0] / "model.bin").is_file()
+    engine = OpenVINOEngine(net, precision="f32", cache=tmp_path)
+    monkeypatch.setattr(engine, "_convert", lambda *a: pytest.fail("converted again"))
+    engine(parity_frame(SHAPE))
+
+
+@needs_openvino
+@pytest.mark.parametrize("damage", ["garbage xml", "truncated bin", "empty folder", "other weights"])
+def test_a_broken_or_stale_cache_entry_is_rebuilt(damage: str, tmp_path: Path) -> None:
+    net = _net()
+    engine = OpenVINOEngine(net, precision="f32", cache=tmp_path)
+    engine(parity_frame(SHAPE))
+    entry = engine.entry(SHAPE)
+    if damage == "garbage xml":
+        (entry / "model.xml").write_text("<net> not a model")
+    elif damage == "truncated bin":
+        data = (entry / "model.bin").read_bytes()
+        (entry / "model.bin").write_bytes(data[: len(data) // 3])
+    elif damage == "empty folder":
+        for p in entry.iterdir():
+            p.unlink()
+    else:  # a model of another network under this key: it loads, but parity catches it
+        other = OpenVINOEngine(_net(7), precision="f32", cache=tmp_path / "o")
+        other(parity_frame(SHAPE))
+        for p in other.entry(SHAPE).iterdir():
+            (entry / p.name).write_bytes(p.read_bytes())
+    x = parity_frame(SHAPE)
+    fresh = OpenVINOEngine(net, precision="f32", cache=tmp_path)
+    assert psnr(fresh(x), _torch_out(net, x)) >= 60
+    assert (entry / "model.xml").is_file()
+
+
+def _convert_in_process(cache: str, seed: int, queue) -> None:
+    torch.set_num_threads(1)
+    engine = OpenVINOEngine(_net(seed), precision="f32", cache=Path(cache))
+    queue.put(float(engine(parity_frame(SHAPE)).sum()))
+
+
+@needs_openvino
+def test_two_processes_converting_the_same_style_both_succeed(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_convert_in_process, args=(str(tmp_path), 0, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    sums = [queue.get(timeout=5) for _ in procs]
+    assert sums[0] == pytest.approx(sums[1], rel=1e-5)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [OpenVINOEngine(
+        _net(0), cache=tmp_path).entry(SHAPE).name]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+@needs_openvino
+def test_a_failing_conversion_falls_back_to_torch_with_a_note(tmp_path: Path, monkeypatch) -> None:
+    net = _net()
+    engine = make_engine(net, "auto", torch.device("cpu"), torch.float32)
+    assert isinstance(engine, FallbackEngine) and engine.name == "openvino"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Cannot convert: op aten::frobnicate is not supported\nlong details")
+
+    monkeypatch.setattr(engine.primary, "_convert", broken)
+    x = parity_frame(SHAPE)
+    y = engine(x)
+    assert engine.name == "torch" and "running it with PyTorch" in engine.note and "\n" not in engine.note
+    assert torch.equal(y, _torch_out(net, x))
+
+
+@needs_openvino
+def test_the_stylizer_runs_openvino_by_default_on_a_cpu(tmp_path: Path) -> None:
+    img = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+    auto = Stylizer(_net(), device="cpu", dtype="fp32", work_size=0)
+    ref = Stylizer(_net(), device="cpu", dtype="fp32", work_size=0, engine="torch")
+    assert auto.engine.name == "openvino" and ref.engine.name == "torch"
+    assert np.abs(auto(img).astype(int) - ref(img)).max() <= 1
+    assert auto.engine_note == ""
+
+
+def test_engine_choice_is_checked_and_torch_always_works() -> None:
+    with pytest.raises(FastNSTError, match="Unknown engine"):
+        make_engine(_net(), "tensorrt", torch.device("cpu"), torch.float32)
+    engine = make_engine(_net(), "torch", torch.device("cpu"), torch.float32)
+    assert isinstance(engine, TorchEngine)
+    x = parity_frame(SHAPE)
+    assert torch.equal(engine(x), _torch_out(_net(), x))
+
+
+def test_without_openvino_auto_is_torch_with_a_note_and_openvino_is_refused(monkeypatch) -> None:
+    from fastnst import runtime
+
+    monkeypatch.setattr(runtime, "openvino_available", lambda: "OpenVINO is not usable (ImportError: no module)")
+    engine = make_engine(_net(), "auto", torch.device("cpu"), torch.float32)
+    assert isinstance(engine, TorchEngine) and "running the network with PyTorch" in engine.note
+    with pytest.raises(FastNSTError, match="pip install openvino"):
+        make_engine(_net(), "openvino", torch.device("cpu"), torch.float32)
+
+
+def test_psnr_and_the_test_frame() -> None:
+    x = parity_frame((2, 3, 16, 24))
+    assert x.shape == (2, 3, 16, 24) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert torch.equal(x, parity_frame((2, 3, 16, 24)))  # the same frame every time
+    assert psnr(x, x) == float("inf") and 20 < psnr(x, (x + 0.1).clamp(0, 1)) < 23

@@ -42,7 +42,9 @@ def model(tmp_path: Path) -> Path:
 
 
 def files(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    """Every file under ``root``, and every empty folder (as ``name/``): a refused run must leave neither."""
+    return {str(p.relative_to(root)) + ("/" if p.is_dir() else "") for p in root.rglob("*")
+            if p.is_file() or (p.is_dir() and not any(p.iterdir()))}
 
 
 def stylize(capsys, src, out, style, *extra: str) -> tuple[int, str]:

@@ -192,8 +192,8 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     try:
         res = stylize_path(o.input, o.output, schedule=_style_schedule(o), engine=o.engine, video=o.video,
                            progress=not o.quiet, force=o.force)
-    except BatchError as exc:
-        for path in exc.written:  # what exists now; the error line says what does not
+    except (BatchError, KeyboardInterrupt) as exc:
+        for path in getattr(exc, "written", ()):  # what exists now; the error line says what does not
             print(f"wrote {path}")
         raise
     v = res.video

@@ -9,12 +9,13 @@ rendered as the schedule stands at 0 s."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -542,7 +543,8 @@ def _stylize_folder(in_path: Path, out_path: Path, render: Callable[[], Callable
     written: list[Path] = []
     failed: list[tuple[Path, str]] = []
     # closed before any error is raised, so the message starts a line of its own
-    with tqdm(total=len(jobs), unit="image", disable=not progress, desc=in_path.name) as bar:
+    with tqdm(total=len(jobs), unit="image", disable=not progress, desc=in_path.name) as bar, \
+            _listing_on_interrupt(written):
         for i, (src, dst) in enumerate(jobs):
             try:
                 image = renderer(read_image(src))
@@ -559,6 +561,17 @@ def _stylize_folder(in_path: Path, out_path: Path, render: Callable[[], Callable
     if failed:
         raise BatchError(written, failed, [])
     return written
+
+
+@contextlib.contextmanager
+def _listing_on_interrupt(written: list[Path]) -> Iterator[None]:
+    """Ctrl-C or SIGTERM during a folder run: the interrupt carries the files already written
+    (``.written``), so the command line can say what exists."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        exc.written = list(written)  # type: ignore[attr-defined]
+        raise
 
 
 def _stylize_image(in_path: Path, out_path: Path, render: Callable[[], Callable], force: bool) -> Path:

@@ -918,3 +918,21 @@ def test_a_reader_that_leaves_ends_quietly(tmp_path: Path, model: Path, capsys, 
     rc = cli.main(["stylize", str(image), "-o", str(tmp_path / "o.png"), "--style", str(model), "-q"])
     assert rc == cli.EXIT_BROKEN_PIPE == 141 and capsys.readouterr().err == ""
     assert (tmp_path / "o.png").is_file()  # the work was done; only the report had nowhere to go
+
+
+def test_03_an_interrupted_folder_run_says_what_exists(tmp_path: Path, model: Path, capsys, monkeypatch) -> None:
+    from fastnst import pipeline
+
+    src, out = _photos(tmp_path / "in"), tmp_path / "out"
+    real = pipeline.write_image
+
+    def interrupted_at_the_second(path, image):
+        if out.exists() and files(out):
+            raise KeyboardInterrupt
+        return real(path, image)
+
+    monkeypatch.setattr(pipeline, "write_image", interrupted_at_the_second)
+    rc = cli.main(["stylize", str(src), "-o", str(out), "--style", str(model), "--device", "cpu", "-q"])
+    captured = capsys.readouterr()
+    assert rc == 130 and captured.err == "fastnst: interrupted\n"
+    assert captured.out == f"wrote {out / 'a.webp'}\n" and files(out) == {"a.webp"}

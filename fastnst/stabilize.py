@@ -30,6 +30,12 @@ MAX_BLEND = 0.8
 MIN_SIDE = 16
 
 
+def _sum_sq(v: np.ndarray) -> np.ndarray:
+    """``(h,w,2)`` → ``(h,w)`` squared length. Written out: numpy's reduction over a trailing axis of 2
+    or 3 cost more than both DIS flows together (5.7 ms a frame at 213×501)."""
+    return v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1]
+
+
 def _hwc(x: torch.Tensor) -> np.ndarray:
     """``(1,3,h,w)`` float tensor → ``(h,w,3)`` float32 numpy array (a view when possible)."""
     return np.ascontiguousarray(x[0].detach().float().permute(1, 2, 0).cpu().numpy())
@@ -90,11 +96,12 @@ class Stabilizer:
         # Forward-backward check (Sundaram et al. 2010): the forward flow seen from here must undo the
         # backward flow, else the pixel was occluded in one of the frames.
         fwd_here = pull(fwd)
-        err = ((back + fwd_here) ** 2).sum(-1)
-        consistent = err <= 0.01 * ((back ** 2).sum(-1) + (fwd_here ** 2).sum(-1)) + 0.5
+        err = _sum_sq(back + fwd_here)
+        consistent = err <= 0.01 * (_sum_sq(back) + _sum_sq(fwd_here)) + 0.5
         inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
         # Photometric check of the *input*: where it no longer matches, nothing is carried over.
-        mismatch = np.abs(pull(self._prev_in) - frame).mean(-1)
+        diff = np.abs(pull(self._prev_in) - frame)
+        mismatch = (diff[..., 0] + diff[..., 1] + diff[..., 2]) * np.float32(1 / 3)
         photometric = np.clip(1.0 - mismatch / self.photometric_tol, 0.0, 1.0)
         trust = (consistent & inside) * photometric
         return pull(self._prev_out), trust[..., None].astype(np.float32)

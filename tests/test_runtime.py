@@ -187,3 +187,41 @@ def test_psnr_and_the_test_frame() -> None:
     assert x.shape == (2, 3, 16, 24) and 0 <= float(x.min()) and float(x.max()) <= 1
     assert torch.equal(x, parity_frame((2, 3, 16, 24)))  # the same frame every time
     assert psnr(x, x) == float("inf") and 20 < psnr(x, (x + 0.1).clamp(0, 1)) < 23
+
+
+@needs_openvino
+def test_cli_with_a_corrupt_cache_still_writes_the_output(tmp_path: Path, capsys) -> None:
+    """A user's damaged cache folder (every entry garbage) costs a conversion, never the run."""
+    from fastnst import cli
+    from fastnst.images import write_image
+    from fastnst.runtime import cache_root
+    from fastnst.styles import save_style
+
+    style = save_style(tmp_path / "t.safetensors", _net(), style_name="t", preset="custom")
+    src = write_image(tmp_path / "in.png", (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8))
+    assert cli.main(["stylize", str(src), "-o", str(tmp_path / "a.png"), "--style", str(style), "-q",
+                     "--engine", "openvino", "--dtype", "fp32", "--work-size", "full"]) == 0
+    for entry in cache_root().iterdir():
+        for f in entry.iterdir():
+            f.write_bytes(b"\x00garbage")
+    assert cli.main(["stylize", str(src), "-o", str(tmp_path / "b.png"), "--style", str(style), "-q",
+                     "--engine", "openvino", "--dtype", "fp32", "--work-size", "full"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    from fastnst.images import read_image
+
+    assert np.abs(read_image(tmp_path / "a.png").astype(int) - read_image(tmp_path / "b.png")).max() <= 1
+
+
+def test_bad_engine_and_teacher_with_style_are_one_sentence_exit_2(tmp_path: Path, capsys) -> None:
+    from fastnst import cli
+    from fastnst.training import main as train_main
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["stylize", "in.png", "-o", str(tmp_path / "o.png"), "--engine", "tensorrt"])
+    assert exc.value.code == 2 and "--engine" in capsys.readouterr().err
+    (tmp_path / "p").mkdir()
+    code = train_main(["--content", str(tmp_path / "p"), "--teacher", "starry_night_fast", "--style", "x.jpg",
+                       "--out-dir", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "without --style" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()

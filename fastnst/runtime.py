@@ -22,6 +22,7 @@ user), never raised.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import math
@@ -42,7 +43,9 @@ from .options import ENGINES
 # Agreement with PyTorch a converted model must reach on the test frame. bf16 inference (OpenVINO's
 # default on CPUs with AVX512-BF16/AMX) measured 45–52 dB on the shipped styles; fp32 above 90 dB.
 MIN_PSNR = 40.0
-CACHE_VERSION = "1"  # bump when what a cache entry holds changes
+CACHE_VERSION = "2"  # bump when what a cache entry holds changes
+MODEL_FILES = ("model.xml", "model.bin")
+MANIFEST = "manifest.json"  # the SHA-256 of each of MODEL_FILES, written with them
 
 
 def cache_root() -> Path:
@@ -68,6 +71,10 @@ def parity_frame(shape: tuple[int, ...]) -> torch.Tensor:
     base = torch.stack([x, y, 0.5 + 0.4 * torch.sin(12 * (x + y))])
     base = base + 0.25 * ((x > 0.5) ^ (y > 0.4)).float() + 0.05 * torch.rand(3, h, w, generator=g)
     return base.clamp(0, 1).expand(b, 3, h, w).contiguous()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def weights_key(net: nn.Module) -> str:
@@ -132,6 +139,8 @@ class OpenVINOEngine:
 
         self.net = net.eval().requires_grad_(False).to("cpu", torch.float32)
         self.ov, self.core = ov, ov.Core()
+        with contextlib.suppress(Exception):  # older OpenVINO: no such property, and mmap stays on
+            self.core.set_property({"ENABLE_MMAP": False})  # the models are small; a mapped file can change
         self.precision, self.threads = precision, threads
         self.cache = cache_root() if cache is None else Path(cache)
         self.key = weights_key(self.net)
@@ -152,15 +161,29 @@ class OpenVINOEngine:
         in a temporary folder, renamed into place; a concurrent writer's entry is kept as it is."""
         with warnings.catch_warnings():  # torch.jit's tracer warnings are about this tracing, not the user's input
             warnings.simplefilter("ignore")
-            model = self.ov.convert_model(self.net, example_input=torch.zeros(shape), input=[shape])
+            # a copy: OpenVINO's tracer leaves state on the module it converts, and a module converted
+            # twice in one process (a rebuilt cache entry) crashed the process later, in unrelated code
+            model = self.ov.convert_model(copy.deepcopy(self.net), example_input=torch.zeros(shape), input=[shape])
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"
         try:
             self.ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+            (tmp / MANIFEST).write_text(json.dumps({name: _sha256(tmp / name) for name in MODEL_FILES}))
             with contextlib.suppress(FileExistsError, OSError):
                 os.rename(tmp, dest)  # fails when another process got there first: use theirs
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    @staticmethod
+    def intact(entry: Path) -> bool:
+        """Whether ``entry`` holds the files its conversion wrote, byte for byte (its manifest's hashes).
+        Checked before OpenVINO sees them: it maps the weights file into memory, and a truncated or
+        rewritten one made the process crash later instead of raising."""
+        try:
+            manifest = json.loads((entry / MANIFEST).read_text())
+            return all(manifest.get(name) == _sha256(entry / name) for name in MODEL_FILES)
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def _compile(self, entry: Path):
         config = {"PERFORMANCE_HINT": "LATENCY"}
@@ -183,7 +206,7 @@ class OpenVINOEngine:
         conversion disagrees."""
         entry = self.entry(shape)
         for fresh in (False, True):
-            if fresh or not (entry / "model.xml").is_file():
+            if fresh or not self.intact(entry):
                 shutil.rmtree(entry, ignore_errors=True)
                 self._convert(shape, entry)
             try:

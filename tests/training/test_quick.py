@@ -16,7 +16,7 @@ import pytest
 
 from fastnst.errors import FastNSTError
 from fastnst.images import read_image, write_image
-from fastnst.styles import list_styles, load_style, user_styles_dir
+from fastnst.styles import list_styles, load_style, read_metadata, user_styles_dir
 from fastnst.training import main as train_main
 from fastnst.training import quick
 
@@ -59,7 +59,9 @@ def test_packaged_data_is_listed_in_pyproject():
     for p in (REPO / "fastnst/data/quick_photos").glob("*.jpg"):
         assert max(read_image(p).shape[:2]) <= 320, p
         assert p.name in (REPO / "fastnst/data/quick_photos/LICENSES.md").read_text(), f"{p.name}: no licence note"
-    assert set(quick.shipped_candidates()) == {n for n, e in list_styles().items() if e.origin == "shipped"}
+    # every shipped perceptually trained net is a candidate; the distilled twins (lite) are not fine-tuned
+    fast = {n for n, e in list_styles().items() if e.origin == "shipped" and read_metadata(e.path)["preset"] == "fast"}
+    assert set(quick.shipped_candidates()) == fast and len(fast) >= 4
 
 
 @pytest.mark.parametrize(("painting", "name"), [

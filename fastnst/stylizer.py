@@ -22,7 +22,7 @@ from torch import nn
 
 from .devices import parse_dtype, pick_device
 from .errors import FastNSTError
-from .images import resize_max
+from .images import resize_max, resize_shape
 from .options import DEFAULT_UPSAMPLER, DEFAULT_WORK_SIZE, MIN_WORK_SIZE, EngineOptions
 from .runtime import make_engine
 from .upsample import UPSAMPLERS, resize, upsample
@@ -191,8 +191,8 @@ class Stylizer:
     def _stylize_frame_cpu(self, frame: np.ndarray, stabilizer=None) -> np.ndarray:
         """One ``(H,W,3)`` uint8 frame through the stages on the CPU with every full-resolution step on
         uint8 (the same filters as :meth:`prepare` and :meth:`finish`, 3–30× faster than on floats):
-        only the working-size image is ever float. The full-resolution
-        float round trip cost more than the lite network (``benchmarks/speed.py``). Same result as the
+        only the working-size image is ever float. The full-resolution float round trip cost more than
+        the lite network (``benchmarks/speed.py``). Same result as the
         tensor path to rounding (the output is rounded at the working size before it is upsampled)."""
         x = torch.from_numpy(np.ascontiguousarray(resize_max_uint8(frame, self.max_size))).permute(2, 0, 1)[None]
         h, w = x.shape[-2:]
@@ -233,10 +233,8 @@ def resize_max_uint8(frame: np.ndarray, max_size: int | None) -> np.ndarray:
     import cv2
 
     h, w = frame.shape[:2]
-    if not max_size or max(h, w) <= max_size:
-        return frame
-    s = max_size / max(h, w)  # the sizes of fastnst.images.resize_max
-    return cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    size = resize_shape(h, w, max_size)  # the sizes of fastnst.images.resize_max
+    return frame if size == (h, w) else cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
 def stylizer_kwargs(engine: EngineOptions, **extra) -> dict:

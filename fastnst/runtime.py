@@ -161,8 +161,7 @@ class OpenVINOEngine:
         in a temporary folder, renamed into place; a concurrent writer's entry is kept as it is."""
         with warnings.catch_warnings():  # torch.jit's tracer warnings are about this tracing, not the user's input
             warnings.simplefilter("ignore")
-            # a copy: OpenVINO's tracer leaves state on the module it converts, and a module converted
-            # twice in one process (a rebuilt cache entry) crashed the process later, in unrelated code
+            # a copy: OpenVINO's tracer works on the module it is given; the engine's own net stays untouched
             model = self.ov.convert_model(copy.deepcopy(self.net), example_input=torch.zeros(shape), input=[shape])
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"
@@ -177,8 +176,8 @@ class OpenVINOEngine:
     @staticmethod
     def intact(entry: Path) -> bool:
         """Whether ``entry`` holds the files its conversion wrote, byte for byte (its manifest's hashes).
-        Checked before OpenVINO sees them: it maps the weights file into memory, and a truncated or
-        rewritten one made the process crash later instead of raising."""
+        Checked before OpenVINO sees them, so a truncated or rewritten file is rebuilt without OpenVINO
+        ever parsing it (it reads the weights' offsets from the xml and trusts the bin to hold them)."""
         try:
             manifest = json.loads((entry / MANIFEST).read_text())
             return all(manifest.get(name) == _sha256(entry / name) for name in MODEL_FILES)

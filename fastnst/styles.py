@@ -80,7 +80,7 @@ class StyleModel:
 
     @property
     def family(self) -> str:
-        return self.metadata.get("family") or strip_preset(self.name, self.preset)
+        return family_in(self.metadata, self.name)
 
     @property
     def work_size(self) -> int | None:
@@ -409,6 +409,11 @@ def strip_preset(stem: str, preset: str) -> str:
     return stem[: -len(suffix)] if stem.endswith(suffix) and len(stem) > len(suffix) else stem
 
 
+def family_in(metadata: dict[str, str], stem: str) -> str:
+    """A style file's family: its ``family`` metadata, else its stem without ``_PRESET``."""
+    return metadata.get("family") or strip_preset(stem, metadata.get("preset", "custom"))
+
+
 def families() -> dict[str, dict[str, StyleEntry]]:
     """Registered styles grouped by family: ``{family: {preset: entry}}`` (headers only are read;
     an unreadable file is left out here and reported when picked by its own name)."""
@@ -418,8 +423,7 @@ def families() -> dict[str, dict[str, StyleEntry]]:
             meta = read_metadata(entry.path)
         except FastNSTError:
             continue
-        preset = meta.get("preset", "custom")
-        found.setdefault(meta.get("family") or strip_preset(entry.name, preset), {}).setdefault(preset, entry)
+        found.setdefault(family_in(meta, entry.name), {}).setdefault(meta.get("preset", "custom"), entry)
     return found
 
 
@@ -432,8 +436,7 @@ def pick_variant(variants: dict[str, StyleEntry], prefer: str) -> StyleEntry:
 def family_of(name_or_path: str | os.PathLike) -> str:
     """The family a style belongs to (its metadata's ``family``, else its stem without ``_PRESET``)."""
     path = resolve_style(name_or_path)
-    meta = read_metadata(path)
-    return meta.get("family") or strip_preset(path.stem, meta.get("preset", "custom"))
+    return family_in(read_metadata(path), path.stem)
 
 
 def _is_path(name_or_path: str | os.PathLike) -> bool:

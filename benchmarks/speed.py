@@ -113,6 +113,12 @@ def stage_times(frames: list[np.ndarray], styles: list[str], engines: list[str],
         stab, fr = Stabilizer(0.5), iter(frames * 2)
         out["frame"] = _median_ms(lambda: default.stylize_uint8(torch.from_numpy(next(fr))[None], stab), reps)
         out["default"] = f"{default.name}/{default.engine.name}"
+        # the whole frame of each variant (a video network's prior included), default engine, stabilised
+        for style in styles:
+            st = Stylizer(style, device=device)
+            stab, fr = Stabilizer(0.5), iter(frames * 2)
+            out[f"frame {st.name}"] = _median_ms(lambda st=st, stab=stab, fr=fr: st.stylize_uint8(
+                torch.from_numpy(next(fr))[None], stab), reps)
     out["work size"] = tuple(work.shape[-2:])
     return out
 

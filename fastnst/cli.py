@@ -137,21 +137,26 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
 
 
 def _cmd_styles(args: argparse.Namespace) -> int:
-    from .styles import list_styles, read_metadata, user_styles_dir
+    from .styles import families, family_in, list_styles, pick_variant, read_metadata, user_styles_dir
 
     styles = list_styles()
     if not styles:
         print(f"no styles installed; train one with `fastnst train`, or put style files in {user_styles_dir()}")
         return 0
     width = max(len(n) for n in styles) + 2
-    print(f"{'NAME':{width}s}{'ORIGIN':9s}{'PRESET':9s}STYLE IMAGE")
+    fam_width = max(len(f) for f in families()) + 2 if families() else 8
+    print(f"{'NAME':{width}s}{'ORIGIN':9s}{'PRESET':9s}{'FAMILY':{fam_width}s}STYLE IMAGE")
     for name, entry in styles.items():
         try:  # one damaged file in a user folder should not hide the others
             meta = read_metadata(entry.path)
-            preset, image = meta.get("preset", "?"), meta.get("style_image", "") or "-"
+            preset, image, family = meta.get("preset", "?"), meta.get("style_image", "") or "-", family_in(meta, name)
         except FastNSTError as exc:
-            preset, image = "?", f"unreadable: {exc}"
-        print(f"{name:{width}s}{entry.origin:9s}{preset:9s}{image}  ({entry.path})")
+            preset, image, family = "?", f"unreadable: {exc}", "-"
+        print(f"{name:{width}s}{entry.origin:9s}{preset:9s}{family:{fam_width}s}{image}  ({entry.path})")
+    print(f"\n{'FAMILY':{fam_width}s}--style FAMILY runs")
+    for fam, variants in families().items():
+        cpu, gpu = pick_variant(variants, "speed").name, pick_variant(variants, "quality").name
+        print(f"{fam:{fam_width}s}{cpu} on a CPU, {gpu} on a GPU" if cpu != gpu else f"{fam:{fam_width}s}{cpu}")
     return 0
 
 

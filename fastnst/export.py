@@ -1,9 +1,11 @@
 """Exporting a style network for deployment without fastnst: ONNX (opset ≥ 17) and ``torch.export`` (.pt2).
 
 The exported model has the :class:`fastnst.Stylizer` tensor convention: input ``(B,3,H,W)`` float32
-RGB in ``[0,1]``, output the same shape, clamped to ``[0,1]`` inside the graph. Batch, height and
+RGB in ``[0,1]``, output the same shape, clamped to ``[0,1]`` inside the graph. A video network's
+input has 7 channels (:func:`fastnst.models.video_input`): the frame, its previous output carried
+along the motion times the trust mask, and the mask; zeros in the last 4 paint a frame from nothing. Batch, height and
 width are dynamic; the network's pad-to-a-multiple-of-4 runs inside the graph, so any
-``H, W ≥ MIN_SIDE`` works.
+``H, W ≥ MIN_SIDE`` works (above 8 px for the unshuffle stem of ``lite`` and ``video``).
 
 Why a wrapper instead of exporting :class:`~fastnst.models.TransformerNet` as is: its ``forward``
 chooses the padding with Python ``if``/``max`` on the input size, which a tracer freezes to the
@@ -42,13 +44,21 @@ class ExportNet(nn.Module):
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+        arch = getattr(net, "arch", None)
+        self.channels = arch.in_channels if arch is not None else 3  # 7 for a video network
+        self.multiple = arch.multiple if arch is not None else 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2], x.shape[-1]
-        # (-h) % 4 equals TransformerNet's max((-h) % 4, 8 - h) for every h ≥ 5, without a branch.
-        x = F.pad(x, (0, (-w) % 4, 0, (-h) % 4), mode="reflect")
+        # (-h) % m equals TransformerNet's max((-h) % m, 2m - h) for every h > m, without a branch
+        # (m = 4, or 8 after an unshuffle stem).
+        m = self.multiple
+        x = F.pad(x, (0, (-w) % m, 0, (-h) % m), mode="reflect")
         n = self.net
-        y = n.decoder(n.residuals(n.encoder(x))).clamp(0.0, 1.0)
+        y = n.decoder(n.residuals(n.encoder(x)))
+        if self.channels == 7:  # a video network keeps part of its prior (TransformerNet.keep_prior)
+            y = n.keep_prior(y, x)
+        y = y.clamp(0.0, 1.0)
         rows = torch.arange(h, device=y.device)
         cols = torch.arange(w, device=y.device)
         return y.index_select(2, rows).index_select(3, cols)
@@ -79,9 +89,9 @@ def _check_output(path: Path, force: bool) -> str:
     return suffix
 
 
-def _example(batch: int = 2, h: int = 61, w: int = 97) -> torch.Tensor:
+def _example(batch: int = 2, h: int = 61, w: int = 97, channels: int = 3) -> torch.Tensor:
     # Batch 2 and sizes not a multiple of 4: sizes of 1 or padding of 0 would be specialised by export.
-    return torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(0))
+    return torch.rand(batch, channels, h, w, generator=torch.Generator().manual_seed(0))
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -145,7 +155,7 @@ def _export_onnx(model: ExportNet, opset: int) -> bytes:
         if opset <= opset_range()[1]:
             buffer = io.BytesIO()
             try:
-                torch.onnx.export(model, (_example(),), buffer, dynamo=False, **kwargs)
+                torch.onnx.export(model, (_example(channels=model.channels),), buffer, dynamo=False, **kwargs)
                 return buffer.getvalue()
             except (TypeError, RuntimeError, NotImplementedError) as exc:
                 legacy_error = exc
@@ -153,7 +163,8 @@ def _export_onnx(model: ExportNet, opset: int) -> bytes:
                 raise FastNSTError(f"ONNX export failed ({_first_line(legacy_error)}).") from legacy_error
         try:
             d = torch.export.Dim.DYNAMIC
-            program = torch.onnx.export(model, (_example(),), dynamo=True, opset_version=opset,
+            program = torch.onnx.export(model, (_example(channels=model.channels),), dynamo=True,
+                                        opset_version=opset,
                                         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                         dynamic_shapes={"x": {0: d, 2: d, 3: d}}, verbose=False)
             return program.model_proto.SerializeToString()
@@ -187,7 +198,8 @@ def _export_pt2(model: ExportNet, tmp: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            program = torch.export.export(model, (_example(),), dynamic_shapes={"x": {0: d, 2: d, 3: d}})
+            program = torch.export.export(model, (_example(channels=model.channels),),
+                                          dynamic_shapes={"x": {0: d, 2: d, 3: d}})
         except Exception as exc:
             raise FastNSTError(f"torch.export could not capture this network ({type(exc).__name__}).") from exc
         # Saved to memory, then written: torch's zip writer aborts the process (a C++ exception in a
@@ -242,7 +254,9 @@ def _write_checked(model: ExportNet, path: Path, suffix: str, opset: int, check_
             from . import __version__
 
             data = _add_onnx_metadata(_export_onnx(model, opset), {
-                "style_name": name, "fastnst_version": __version__, "convention": "RGB float32 [0,1] NCHW in and out"})
+                "style_name": name, "fastnst_version": __version__, "convention": "RGB float32 [0,1] NCHW in and out" if model.channels == 3 else
+                "video network: in 7 channels float32 NCHW (RGB frame [0,1], previous output carried along "
+                "the motion × trust mask, trust mask [0,1]), out RGB float32 [0,1]"})
             tmp.write_bytes(data)
             run = _onnx_runner(data)
             if run is None:
@@ -256,7 +270,7 @@ def _write_checked(model: ExportNet, path: Path, suffix: str, opset: int, check_
 
 def _check_parity(model: ExportNet, run, sizes, result: ExportResult) -> None:
     for h, w in sizes:
-        x = _example(1, h, w)
+        x = _example(1, h, w, model.channels)
         with torch.inference_mode():
             ref = model.net(x)
         got = run(x)

@@ -48,6 +48,15 @@ def warp(images: torch.Tensor, flow: torch.Tensor, *, padding_mode: str = "borde
     return warped, valid.to(dtype)
 
 
+def erode_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Minimum filter of side ``size`` (odd, px) over a mask ``(B,1,H,W)`` in [0,1]; the frame's
+    border does not erode (outside pixels are ignored). Trust shrinks away from occlusions and motion
+    boundaries, where a flow's errors sit, so a carried-over output does not ghost at edges."""
+    if size <= 1:
+        return mask
+    return -F.max_pool2d(-mask, size, stride=1, padding=size // 2)
+
+
 def synthetic_flow(
     batch: int,
     height: int,

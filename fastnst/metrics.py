@@ -694,11 +694,11 @@ def model_stylizer(style_model: str | os.PathLike, *, device: torch.device | str
     """A frame → stylized frame function for a style model (name or ``.safetensors`` path), with the
     stylize command's stages: working resolution, edge-aware upsampling and, when ``stabilize`` > 0, a
     stabiliser whose history runs over the frames in the order they are given."""
-    from .stabilize import Stabilizer
+    from .stabilize import stream_state
     from .stylizer import Stylizer
 
     stylizer = Stylizer(style_model, device=device, work_size=work_size)
-    stabilizer = Stabilizer(stabilize) if stabilize > 0 else None
+    stabilizer = stream_state(stabilize, video=stylizer.video)  # a video network needs its priors anyway
     return lambda frame: stylizer(frame, stabilizer)
 
 

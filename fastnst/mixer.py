@@ -81,6 +81,22 @@ class Mixer:
         for st in self.stylizers.values():
             st.warm_up(height, width)
 
+    @property
+    def video(self) -> bool:
+        """Whether any style is a video network (the stream then needs its motion even unstabilised)."""
+        return any(st.video for st in self.stylizers.values())
+
+    def _network(self, name: str, work: torch.Tensor, stabilizer) -> torch.Tensor:
+        """Style ``name``'s network on ``work``; a video network on one frame, with its own prior (keyed
+        by its Stylizer, as on the Stylizer's own path, so a fade into a blend keeps it)."""
+        st = self.stylizers[name]
+        if not st.video or stabilizer is None:
+            return st.network(work)
+        stabilizer.begin(work)  # once per frame: a second call for the same frame is a no-op
+        y = st.network(work, stabilizer.prior(st, work))
+        stabilizer.remember(st, y)
+        return y
+
     def _check(self, mixes: Sequence[Mix]) -> None:
         for m in mixes:
             unknown = [n for n in m.weights if n not in self.stylizers]
@@ -105,6 +121,9 @@ class Mixer:
         plain = self._plain(mixes)
         if plain is not None:
             return plain.stylize_batch(images, stabilizer)
+        if stabilizer is not None and len(mixes) > 1 and self.video:  # each frame's priors come from the last
+            return torch.cat([self.stylize_batch(images[i:i + 1], mixes[i:i + 1], stabilizer)
+                              for i in range(len(mixes))])
         full, work = self.first.prepare(images)
         same = all(m == mixes[0] for m in mixes)
         weights, strengths = (mixes[0].weights, mixes[0].strength) if same else stack_mixes(mixes)
@@ -113,7 +132,7 @@ class Mixer:
                 stabilizer.reset()  # its history would be stale by the time the style returns
             y = full  # the input itself: no network to run
         else:
-            styled = blend({n: self.stylizers[n].network(work) for n in weights}, weights)
+            styled = blend({n: self._network(n, work, stabilizer) for n in weights}, weights)
             if stabilizer is not None:
                 styled = torch.cat([stabilizer(work[i:i + 1], styled[i:i + 1]) for i in range(len(styled))])
             y = apply_strength(self.first.finish(styled, work, full), full, strengths)

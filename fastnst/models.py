@@ -13,6 +13,19 @@ the two 9×9 edge convs are half of the ``fast`` preset's multiply-adds and more
 conv starts as ICNR (Aitken et al. 2017: the four sub-pixels of each output pixel share weights), so
 the untrained net is nearest-neighbour upsampling of one half-resolution image and has no 2×2 grid
 pattern to unlearn.
+
+A *video network* (``Arch.video``, preset ``video``; Ruder et al. 2018) takes 7 channels: the frame,
+its own previous output carried along the motion and multiplied by a trust mask, and the mask
+(:func:`video_input`). Copying the prior where it is trusted satisfies the style and the temporal
+losses at once, so strokes travel with the scene instead of being redrawn every frame. Unlike Ruder's
+network, which must rebuild the prior's strokes through its stride-2 bottleneck, ours also has a
+direct path for it: the last conv makes a fourth channel, a gate ``g = MAX_GATE · σ(z)``, and the
+output is ``rgb + g · M · (prior − rgb)`` — the network paints, and decides per pixel how much of the
+trusted prior to keep (measured: without the gate, a lite video network fine-tuned from the twin
+flickered more *with* its prior than without, its strokes redrawn a little shifted every frame).
+The first conv's prior inputs start at zero weights and the gate nearly shut (σ(−8)), so at step 0 it
+is the network it was fine-tuned from (:func:`expand_to_video`). Given a plain 3-channel frame it runs
+with an empty prior (a first frame, a still image) and the gate has nothing to keep.
 """
 
 from __future__ import annotations
@@ -36,6 +49,10 @@ def instance_norm(channels: int) -> nn.Module:
 
 
 STEMS = ("conv9", "unshuffle")
+# A video network keeps at most this share of its prior in a pixel: some of the current painting always
+# shows through, so resampling blur cannot pile up frame after frame (as the stabiliser's MAX_BLEND).
+MAX_GATE = 0.95
+GATE_BIAS = -8.0  # the gate's starting bias: σ(−8) · 0.95 ≈ 3e-4, shut
 
 
 @dataclass(frozen=True)
@@ -47,21 +64,24 @@ class Arch:
     widths: tuple[int, int, int] = (32, 64, 128)
     n_residual: int = 5
     stem: str = "conv9"
+    video: bool = False  # takes the warped previous output and its mask too (video_input)
 
     def to_dict(self) -> dict:
         d = {"widths": list(self.widths), "n_residual": self.n_residual}
         if self.stem != "conv9":  # files written before stems existed say nothing: conv9
             d["stem"] = self.stem
+        if self.video:  # nor did files written before video networks: per-frame
+            d["video"] = True
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Arch:
         try:
             widths = tuple(int(x) for x in d["widths"])
-            stem = d.get("stem", "conv9")
-            if len(widths) != 3 or stem not in STEMS:
+            stem, video = d.get("stem", "conv9"), d.get("video", False)
+            if len(widths) != 3 or stem not in STEMS or not isinstance(video, bool):
                 raise ValueError
-            return cls(widths=widths, n_residual=int(d["n_residual"]), stem=stem)  # type: ignore[arg-type]
+            return cls(widths=widths, n_residual=int(d["n_residual"]), stem=stem, video=video)  # type: ignore[arg-type]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FastNSTError(f"Invalid network description {d!r}.") from exc
 
@@ -70,6 +90,11 @@ class Arch:
         """Input sides are padded to a multiple of this: 2 per stride-2 stage (and 2 for unshuffle)."""
         return 8 if self.stem == "unshuffle" else 4
 
+    @property
+    def in_channels(self) -> int:
+        """Input channels: RGB, plus the prior (RGB) and its mask for a video network."""
+        return 7 if self.video else 3
+
 
 PRESETS: dict[str, Arch] = {
     "quality": Arch((32, 64, 128), 5),  # pytorch/examples' net: 1.68 M parameters
@@ -77,6 +102,8 @@ PRESETS: dict[str, Arch] = {
     # No full-resolution layer: ~7.6 k multiply-adds per output pixel against fast's 33.5 k (see
     # the module docstring and benchmarks/speed.py); the shipped *_lite styles are fast's distilled twins.
     "lite": Arch((16, 32, 64), 3, "unshuffle"),
+    # lite fed its own previous output (module docstring); fine-tuned from a lite twin
+    "video": Arch((16, 32, 64), 3, "unshuffle", video=True),
 }
 
 
@@ -130,11 +157,13 @@ class TransformerNet(nn.Module):
         super().__init__()
         self.arch = arch or PRESETS["quality"]
         c1, c2, c3 = self.arch.widths
+        cin = self.arch.in_channels
         if self.arch.stem == "unshuffle":
-            first: list[nn.Module] = [nn.PixelUnshuffle(2), ConvLayer(12, c1, 3, norm=norm)]
-            last: list[nn.Module] = [ConvLayer(c1, 12, 3, norm=None, relu=False), nn.PixelShuffle(2)]
+            first: list[nn.Module] = [nn.PixelUnshuffle(2), ConvLayer(4 * cin, c1, 3, norm=norm)]
+            last: list[nn.Module] = [ConvLayer(c1, 4 * self.out_channels, 3, norm=None, relu=False), nn.PixelShuffle(2)]
         else:
-            first, last = [ConvLayer(3, c1, 9, norm=norm)], [ConvLayer(c1, 3, 9, norm=None, relu=False)]
+            first = [ConvLayer(cin, c1, 9, norm=norm)]
+            last = [ConvLayer(c1, self.out_channels, 9, norm=None, relu=False)]
         self.encoder = nn.Sequential(
             *first,
             ConvLayer(c1, c2, 3, 2, norm=norm),
@@ -148,8 +177,39 @@ class TransformerNet(nn.Module):
         )
         if self.arch.stem == "unshuffle":
             icnr_(self.decoder[2].conv, 2)
+        if self.arch.video:
+            with torch.no_grad():  # untrained prior inputs change nothing (see expand_to_video)
+                self.first_conv.weight[:, self._frame_inputs():].zero_()
+                gate = self.last_conv.out_channels // self.out_channels * 3
+                self.last_conv.weight[gate:].zero_()
+                self.last_conv.bias[gate:].fill_(GATE_BIAS)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels the decoder makes: RGB, and a video network's gate."""
+        return 4 if self.arch.video else 3
+
+    @property
+    def first_conv(self) -> nn.Conv2d:
+        return self.encoder[1 if self.arch.stem == "unshuffle" else 0].conv
+
+    @property
+    def last_conv(self) -> nn.Conv2d:
+        return self.decoder[2].conv
+
+    def keep_prior(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A video network's output from the decoder's ``y`` ``(B,4,H,W)`` (RGB and the gate logit) and
+        its input ``x`` ``(B,7,H,W)``: ``rgb + g · (prior·M − M · rgb)``, ``g = MAX_GATE · σ(z)``."""
+        rgb, gate = y[:, :3], MAX_GATE * torch.sigmoid(y[:, 3:4].float()).to(y.dtype)
+        return rgb + gate * (x[:, 3:6].to(y.dtype) - x[:, 6:7].to(y.dtype) * rgb)
+
+    def _frame_inputs(self) -> int:
+        """How many of the first conv's input channels come from the frame (the rest: prior, mask)."""
+        return 12 if self.arch.stem == "unshuffle" else 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.arch.video and x.shape[1] == 3:
+            x = video_input(x)  # no prior: a first frame, a cut, a still image
         h, w = x.shape[-2:]
         m = self.arch.multiple
         # a multiple of m, and at least 2m: the first reflection pad needs more pixels than it adds
@@ -159,7 +219,39 @@ class TransformerNet(nn.Module):
             mode = "reflect" if (ph < h and pw < w) else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         y = self.decoder(self.residuals(self.encoder(x)))[..., :h, :w]
+        if self.arch.video:
+            y = self.keep_prior(y, x[..., :h, :w])
         return y if self.training else y.clamp(0.0, 1.0)
+
+
+def video_input(frame: torch.Tensor, prior: torch.Tensor | None = None, mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """A video network's input ``(B,7,H,W)``: ``frame`` ``(B,3,H,W)`` in [0,1], the previous output
+    carried onto it ``prior`` ``(B,3,H,W)`` in [0,1] and its trust ``mask`` ``(B,1,H,W)`` in [0,1]
+    (the prior is multiplied by the mask here); no prior → zeros (nothing trusted)."""
+    b, _, h, w = frame.shape
+    if prior is None or mask is None:
+        return torch.cat([frame, frame.new_zeros(b, 4, h, w)], 1)
+    mask = mask.to(frame.dtype)
+    return torch.cat([frame, prior.to(frame.dtype) * mask, mask], 1)
+
+
+def expand_to_video(state: dict[str, torch.Tensor], arch: Arch) -> dict[str, torch.Tensor]:
+    """A per-frame network's ``state`` dict made a state dict of ``arch`` (its video version): the
+    first conv gains the prior and mask inputs with zero weights and the last conv the gate, shut
+    (zero weights, bias :data:`GATE_BIAS`), so the result computes what the per-frame network did
+    (to 3e-4) whatever the prior."""
+    key = "encoder.1.conv.weight" if arch.stem == "unshuffle" else "encoder.0.conv.weight"
+    w = state[key]
+    frame_in = 12 if arch.stem == "unshuffle" else 3
+    if w.shape[1] != frame_in:
+        raise FastNSTError(f"Not a per-frame network's first conv: {tuple(w.shape)}.")
+    extra = w.new_zeros(w.shape[0], frame_in // 3 * 4, *w.shape[2:])  # prior RGB + mask, unshuffled or not
+    last_w, last_b = state["decoder.2.conv.weight"], state["decoder.2.conv.bias"]
+    gates = frame_in // 3  # one per sub-pixel
+    return {**state, key: torch.cat([w, extra], 1),
+            "decoder.2.conv.weight": torch.cat([last_w, last_w.new_zeros(gates, *last_w.shape[1:])]),
+            "decoder.2.conv.bias": torch.cat([last_b, last_b.new_full((gates,), GATE_BIAS)])}
 
 
 def icnr_(conv: nn.Conv2d, scale: int) -> None:
@@ -186,5 +278,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["PRESETS", "STEMS", "Arch", "ConvLayer", "ResidualBlock", "TransformerNet", "UpsampleConvLayer",
-           "build_model", "count_parameters", "icnr_"]
+__all__ = ["GATE_BIAS", "MAX_GATE", "PRESETS", "STEMS", "Arch", "ConvLayer", "ResidualBlock", "TransformerNet", "UpsampleConvLayer",
+           "build_model", "count_parameters", "expand_to_video", "icnr_", "video_input"]

@@ -51,7 +51,7 @@ from .options import (
     apply_settings,
     with_settings,
 )
-from .stabilize import Stabilizer
+from .stabilize import Stabilizer, stream_state
 from .stylizer import Stylizer, ThreadTuner, as_stylizer, stylizer_kwargs, work_shape
 from .timeline import Mix, Schedule, format_mix
 
@@ -281,11 +281,11 @@ def cuda_batch_size(width: int | None, height: int | None) -> int:
     return max(1, min(8, (8 * 1920 * 1080) // pixels))
 
 
-def _make_stabilizer(stabilize: float | None) -> Stabilizer | None:
+def _stabilize_strength(stabilize: float | None) -> float:
     strength = DEFAULT_STABILIZE if stabilize is None else float(stabilize)
     if not 0.0 <= strength <= 1.0:
         raise FastNSTError(f"--stabilize must be between 0 and 1, got {stabilize}.")
-    return Stabilizer(strength) if strength > 0 else None
+    return strength
 
 
 def _check_request(in_path: Path, out_path: Path, video: VideoOptions, force: bool) -> None:
@@ -345,12 +345,13 @@ def stylize_video(
     engine, video = _options(engine, video, settings, "stylize_video")
     in_path, out_path = Path(input), Path(output)
     _check_request(in_path, out_path, video, force)
-    stabilizer = _make_stabilizer(engine.stabilize)
+    strength = _stabilize_strength(engine.stabilize)
     schedule, ready = plan_styles(style, schedule, engine.strength)
     if len(schedule.entries) > 1:
         schedule.check_duration(_video_duration(in_path))
     mixer = build_mixer(schedule.styles(), ready, preserve_color=engine.preserve_color,
                         **stylizer_kwargs(engine, compile=compile))
+    stabilizer = stream_state(strength, video=mixer.video)
     source = _open_source(in_path, video)
     run = _start_run(mixer, schedule, stabilizer, source, out_path, engine, video, progress, queue_frames)
     try:

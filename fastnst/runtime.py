@@ -63,14 +63,18 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def parity_frame(shape: tuple[int, ...]) -> torch.Tensor:
-    """A fixed ``(B,3,h,w)`` frame in [0,1] with smooth regions, edges and fine texture, so parity is
+    """A fixed ``(B,3,h,w)`` (or a video network's ``(B,7,h,w)``) frame in [0,1] with smooth regions, edges and fine texture, so parity is
     checked where style networks do their work (the same bytes on every machine)."""
     b, _, h, w = shape
     y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
     g = torch.Generator().manual_seed(0)
     base = torch.stack([x, y, 0.5 + 0.4 * torch.sin(12 * (x + y))])
     base = base + 0.25 * ((x > 0.5) ^ (y > 0.4)).float() + 0.05 * torch.rand(3, h, w, generator=g)
-    return base.clamp(0, 1).expand(b, 3, h, w).contiguous()
+    frame = base.clamp(0, 1)
+    if shape[1] == 7:  # a video network's input: a prior (the frame mirrored) trusted on a soft half
+        mask = (1.5 - 2 * x).clamp(0, 1)[None]
+        frame = torch.cat([frame, frame.flip(-1) * mask, mask])
+    return frame.expand(b, *frame.shape).contiguous()
 
 
 def _sha256(path: Path) -> str:

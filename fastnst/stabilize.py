@@ -1,134 +1,130 @@
-"""Flicker reduction at inference: blend the previous stylized frame, carried along the motion of the
-*input* video, into the current one wherever that motion is trusted.
+"""The state of one frame stream: its motion (once per frame), the stabiliser's history and each
+video network's previous output.
 
-For each new frame ``t`` (at the network's working resolution):
+A :class:`Stabilizer` goes with one stream (a video, a camera) and is given every frame in order at
+the network's working resolution. For a frame::
 
-1. optical flow between the input frames ``t`` and ``t−1`` in both directions (OpenCV DIS, its
-   ultrafast preset: a few milliseconds at working resolution);
-2. trust = forward-backward consistency (occlusions, motion boundaries; Sundaram et al. 2010) ×
-   photometric consistency of the *input* (the warped previous input must match the current one —
-   this is what stops ghost trails: where an object has left, the input no longer matches, so the old
-   stylized object is not carried over) × inside the frame;
-3. ``out = cur + strength · trust · (warp(prev_out) − cur)``;
-4. a shot cut (under ``cut_fraction`` of the pixels trusted) resets the history.
+    begin(frame)                   motion against the previous frame (fastnst.motion.Motion), once
+    prior(key) / remember(key, y)  per video network: its previous output carried onto this frame and
+                                   the eroded trust mask; then the output it made
+    stabilizer(frame, out)         the blend below, and the end of the frame
 
-The blend is recursive (``prev_out`` is the previous *blended* output), so static regions settle to
-an exponential average while moving and newly visible regions follow the network at once.
+Flicker reduction: ``out = cur + strength · MAX_BLEND · trust · (carried previous output − cur)``, the
+previous output being the previous *blended* one, so static regions settle to an exponential average
+while moving and newly visible regions follow the network at once. A shot cut trusts nothing, so the
+history restarts there. Calling it on a frame without :meth:`~Stabilizer.begin` begins it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Hashable
 
 import numpy as np
 import torch
 
 from .errors import FastNSTError
+from .motion import Motion
 
 # The largest share of the carried-over history in a fully trusted pixel (at strength 1): some of the
 # network's current output must always show through, or bilinear resampling blur accumulates frame
 # after frame in static regions (measured: 0.12 drift after 20 frames at 1.0, none at 0.8).
 MAX_BLEND = 0.8
-MIN_SIDE = 16
-
-
-def _sum_sq(v: np.ndarray) -> np.ndarray:
-    """``(h,w,2)`` → ``(h,w)`` squared length. Written out: numpy's reduction over a trailing axis of 2
-    or 3 cost more than both DIS flows together (5.7 ms a frame at 213×501)."""
-    return v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1]
 
 
 def _hwc(x: torch.Tensor) -> np.ndarray:
-    """``(1,3,h,w)`` float tensor → ``(h,w,3)`` float32 numpy array (a view when possible)."""
+    """``(1,C,h,w)`` float tensor → ``(h,w,C)`` float32 numpy array (a view when possible)."""
     return np.ascontiguousarray(x[0].detach().float().permute(1, 2, 0).cpu().numpy())
 
 
+def _nchw(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].to(device)
+
+
 class Stabilizer:
-    """Stateful per-stream stabiliser; call it once per frame, in order.
+    """The per-stream state; see the module docstring for the order of calls.
 
     ``strength`` in [0, 1]: the weight of the carried-over previous output where fully trusted, as a
-    fraction of :data:`MAX_BLEND` (0 = off). ``photometric_tol``: input difference (in [0,1] units, mean over RGB) at which trust
-    reaches 0. ``cut_fraction``: below this fraction of trusted pixels the frame counts as a cut.
+    fraction of :data:`MAX_BLEND` (0 = no blending: the stream then only serves video networks'
+    priors). ``photometric_tol``, ``cut_fraction``, ``preset``: the :class:`fastnst.motion.Motion`'s.
     Works at whatever resolution it is given (the engine gives it the working resolution) with
     OpenCV on the CPU: a remap of a few small images costs far less than ``grid_sample`` there.
     """
 
     def __init__(self, strength: float = 0.5, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3,
                  preset: str = "ultrafast") -> None:
-        import cv2
-
         if not 0.0 <= strength <= 1.0:
             raise FastNSTError(f"--stabilize must be between 0 and 1, got {strength}.")
         self.strength = float(strength)
-        self.photometric_tol = photometric_tol
-        self.cut_fraction = cut_fraction
-        presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST}
-        self._dis = cv2.DISOpticalFlow_create(presets[preset])
-        self.cuts = 0
-        self._grid: tuple = ((0, 0), None, None)  # (size, xs, ys) of the last frame size
-        self.trusted: float = 0.0  # fraction of pixels trusted in the last frame (diagnostics)
+        self.motion = Motion(photometric_tol=photometric_tol, cut_fraction=cut_fraction, preset=preset)
         self.reset()
 
+    @property
+    def cuts(self) -> int:
+        return self.motion.cuts
+
+    @property
+    def trusted(self) -> float:
+        """Fraction of pixels trusted in the last frame (diagnostics)."""
+        return self.motion.trusted
+
     def reset(self) -> None:
-        """Forget the history (a new stream, or a cut)."""
-        self._prev_gray: np.ndarray | None = None
-        self._prev_in: np.ndarray | None = None
+        """Forget the history (a new stream)."""
+        self.motion.reset()
         self._prev_out: np.ndarray | None = None
+        self._priors: dict[Hashable, np.ndarray] = {}  # each video network's previous output
+        self._made: set[Hashable] = set()  # the networks that ran on the current frame
+        self._begun = False
 
-    def _pixel_grid(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel x and y coordinates ``(h,w)`` float32, made once per frame size (the hot path)."""
-        if self._grid[0] != (h, w):
-            self._grid = ((h, w), *np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)))
-        return self._grid[1], self._grid[2]
+    def begin(self, frame: torch.Tensor) -> None:
+        """Start a frame: ``(1,3,h,w)`` float in [0,1], the networks' input. Its motion is estimated here,
+        once: until the frame ends (the call below), another ``begin`` does nothing."""
+        if frame.shape[0] != 1:
+            raise ValueError("Stabilizer takes one frame at a time")
+        if self._begun:
+            return
+        self.motion.update(_hwc(frame))
+        self._begun = True
 
-    def trust(self, frame: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For the current input ``frame`` ``(h,w,3)`` float32 in [0,1] and its uint8 luma: the previous
-        output warped onto it ``(h,w,3)`` and the per-pixel trust ``(h,w,1)`` in [0,1]."""
-        import cv2
+    def prior(self, key: Hashable, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The previous output of the network ``key`` carried onto this frame and the mask it may be
+        trusted on, ``((1,3,h,w), (1,1,h,w))`` float32 on ``like``'s device; None when nothing is
+        carried over (its first frame, after a cut, or when it did not run on the previous frame)."""
+        prev, mask = self._priors.get(key), self.motion.prior_mask()
+        if prev is None or mask is None or prev.shape[:2] != mask.shape[:2]:
+            return None
+        return _nchw(self.motion.carry(prev), like.device), _nchw(mask, like.device)
 
-        back = self._dis.calc(gray, self._prev_gray, None)  # current → previous
-        fwd = self._dis.calc(self._prev_gray, gray, None)  # previous → current
-        h, w = gray.shape
-        gx, gy = self._pixel_grid(h, w)
-        mx, my = gx + back[..., 0], gy + back[..., 1]
-
-        def pull(img: np.ndarray) -> np.ndarray:
-            return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-        # Forward-backward check (Sundaram et al. 2010): the forward flow seen from here must undo the
-        # backward flow, else the pixel was occluded in one of the frames.
-        fwd_here = pull(fwd)
-        err = _sum_sq(back + fwd_here)
-        consistent = err <= 0.01 * (_sum_sq(back) + _sum_sq(fwd_here)) + 0.5
-        inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
-        # Photometric check of the *input*: where it no longer matches, nothing is carried over.
-        diff = np.abs(pull(self._prev_in) - frame)
-        mismatch = (diff[..., 0] + diff[..., 1] + diff[..., 2]) * np.float32(1 / 3)
-        photometric = np.clip(1.0 - mismatch / self.photometric_tol, 0.0, 1.0)
-        trust = (consistent & inside) * photometric
-        return pull(self._prev_out), trust[..., None].astype(np.float32)
+    def remember(self, key: Hashable, output: torch.Tensor) -> None:
+        """What the network ``key`` made of this frame, ``(1,3,h,w)`` in [0,1]: the next frame's prior."""
+        self._priors[key] = _hwc(output)
+        self._made.add(key)
 
     @torch.no_grad()
     def __call__(self, frame: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        """Stabilise one frame. ``frame``: the network's input ``(1,3,h,w)`` in [0,1]; ``output``: its
-        stylized result ``(1,3,h,w)`` in [0,1]. Returns ``(1,3,h,w)`` float32 in [0,1] on the
-        output's device."""
-        import cv2
-
+        """Stabilise one frame and end it. ``frame``: the network's input ``(1,3,h,w)`` in [0,1];
+        ``output``: its stylized result ``(1,3,h,w)`` in [0,1]. Returns ``(1,3,h,w)`` float32 in [0,1]
+        on the output's device."""
         if frame.shape[0] != 1 or output.shape[0] != 1:
             raise ValueError("Stabilizer takes one frame at a time")
+        if not self._begun:
+            self.begin(frame)
+        # a network that skipped this frame has no prior on the next: the motion spans one frame only
+        self._priors = {k: v for k, v in self._priors.items() if k in self._made}
+        self._made, self._begun = set(), False
         if self.strength == 0.0:
             return output.float()
-        cur_in, out = _hwc(frame), _hwc(output)
-        gray = cv2.cvtColor((cur_in * 255.0).round().clip(0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
-        # DIS needs at least 12 px a side; frames that small have no motion worth following.
-        if self._prev_gray is not None and self._prev_gray.shape == gray.shape and min(gray.shape) >= MIN_SIDE:
-            carried, trust = self.trust(cur_in, gray)
-            self.trusted = float(trust.mean())
-            if self.trusted >= self.cut_fraction:
-                out = out + (MAX_BLEND * self.strength * trust) * (carried - out)
-            else:
-                self.cuts += 1
-        self._prev_gray, self._prev_in, self._prev_out = gray, cur_in, out
-        return torch.from_numpy(out).permute(2, 0, 1)[None].to(output.device)
+        out = _hwc(output)
+        trust = self.motion.trust
+        if trust is not None and self._prev_out is not None and self._prev_out.shape == out.shape:
+            out = out + (MAX_BLEND * self.strength * trust) * (self.motion.carry(self._prev_out) - out)
+        self._prev_out = out
+        return _nchw(out, output.device)
 
 
-__all__ = ["Stabilizer"]
+def stream_state(strength: float, *, video: bool) -> Stabilizer | None:
+    """The state a stream needs: a :class:`Stabilizer` of ``strength`` when stabilising or when a video
+    network needs its priors (``video``), else None (no motion to estimate)."""
+    return Stabilizer(strength) if strength > 0 or video else None
+
+
+__all__ = ["MAX_BLEND", "Stabilizer", "stream_state"]

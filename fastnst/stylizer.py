@@ -23,6 +23,7 @@ from torch import nn
 from .devices import parse_dtype, pick_device
 from .errors import FastNSTError
 from .images import resize_max, resize_shape
+from .models import video_input
 from .options import DEFAULT_UPSAMPLER, DEFAULT_WORK_SIZE, MIN_WORK_SIZE, EngineOptions
 from .runtime import make_engine
 from .upsample import UPSAMPLERS, resize, upsample
@@ -154,9 +155,35 @@ class Stylizer:
             return full, _resize_uint8(u8, size).float().div_(255.0)
         return full, resize(full, size)
 
-    def network(self, work: torch.Tensor) -> torch.Tensor:
-        """The style network on ``(B,3,h,w)`` float in [0,1] → ``(B,3,h,w)`` float32 in [0,1]."""
+    @property
+    def video(self) -> bool:
+        """Whether the network is a video network (it takes its previous output: :mod:`fastnst.models`)."""
+        return bool(getattr(getattr(self.net, "arch", None), "video", False))
+
+    def network(self, work: torch.Tensor, prior: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The style network on ``(B,3,h,w)`` float in [0,1] → ``(B,3,h,w)`` float32 in [0,1]. A video
+        network also takes ``prior`` (its previous output carried onto this frame and the mask,
+        :meth:`fastnst.stabilize.Stabilizer.prior`); without one it paints the frame from nothing."""
+        if self.video:  # always 7 channels, so an engine compiles one model for every frame
+            work = video_input(work, *prior) if prior is not None else video_input(work)
         return self.engine(work)
+
+    def styled(self, work: torch.Tensor, stabilizer=None) -> torch.Tensor:
+        """The network on ``(B,3,h,w)`` working-size frames in order, stabilised by ``stabilizer`` (the
+        stream's state) when given; a video network runs frame by frame on its own carried output."""
+        if stabilizer is None:
+            return self.network(work)
+        if not self.video:
+            styled = self.network(work)
+            return torch.cat([stabilizer(work[i:i + 1], styled[i:i + 1]) for i in range(len(styled))])
+        out = []
+        for i in range(len(work)):
+            frame = work[i:i + 1]
+            stabilizer.begin(frame)
+            y = self.network(frame, stabilizer.prior(self, frame))
+            stabilizer.remember(self, y)
+            out.append(stabilizer(frame, y))
+        return torch.cat(out)
 
     @torch.inference_mode()
     def warm_up(self, height: int, width: int) -> None:
@@ -174,10 +201,7 @@ class Stylizer:
         :attr:`device` (H',W' differ from H,W only when ``max_size`` shrinks them). ``stabilizer``
         (a :class:`fastnst.stabilize.Stabilizer`) is applied frame by frame at working resolution."""
         full, work = self.prepare(images)
-        styled = self.network(work)
-        if stabilizer is not None:
-            styled = torch.cat([stabilizer(work[i:i + 1], styled[i:i + 1]) for i in range(len(styled))])
-        return self.finish(styled, work, full)
+        return self.finish(self.styled(work, stabilizer), work, full)
 
     @torch.inference_mode()
     def stylize_uint8(self, frames: torch.Tensor, stabilizer=None) -> torch.Tensor:
@@ -198,9 +222,7 @@ class Stylizer:
         h, w = x.shape[-2:]
         size = work_shape(h, w, work_size=self.work_size, scale=self.scale)
         work = _resize_uint8(x, size).float().div_(255.0)
-        styled = self.network(work)
-        if stabilizer is not None:
-            styled = stabilizer(work, styled)
+        styled = self.styled(work, stabilizer)
         out = np.ascontiguousarray(styled[0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
         if size == (h, w):
             return out

@@ -346,10 +346,10 @@ class NetworkStage:
 
     def __init__(self, grabber: FrameGrabber, mixer, live: LiveMix, state: ViewState, *, stabilize: float,
                  tuner, lossless: bool) -> None:
-        from .stabilize import Stabilizer
+        from .stabilize import stream_state
 
         self.grabber, self.mixer, self.live, self.state, self.tuner = grabber, mixer, live, state, tuner
-        self.stabilizer = Stabilizer(stabilize) if stabilize > 0 else None
+        self.stabilizer = stream_state(stabilize, video=mixer.video)
         self._results = Handover(lossless)  # items: Styled
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fastnst-network", daemon=True)

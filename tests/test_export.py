@@ -133,3 +133,21 @@ def test_psnr() -> None:
     assert psnr(a, a) == 200.0
     assert abs(psnr(a, a + 0.1) - 20.0) < 1e-6
     assert np.isfinite(psnr(a, a + 1))
+
+
+def test_a_video_network_exports_with_its_seven_input_channels(tmp_path: Path) -> None:
+    """The exported graph takes the frame, the prior and the mask, and its prior weights act there."""
+    ort = pytest.importorskip("onnxruntime")
+    from fastnst.models import PRESETS, video_input
+
+    torch.manual_seed(1)
+    net = TransformerNet(PRESETS["video"]).eval()
+    with torch.no_grad():
+        net.first_conv.weight[:, 12:].normal_(0, 0.1)
+    result = export_style(net, tmp_path / "v.onnx", check_sizes=((64, 96),))
+    assert min(result.psnr.values()) >= 40
+    x = video_input(torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96), torch.ones(1, 1, 64, 96))
+    session = ort.InferenceSession(str(tmp_path / "v.onnx"), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    with torch.inference_mode():
+        assert psnr(got, net(x)) >= 40 and psnr(net(x), net(x[:, :3])) < 40

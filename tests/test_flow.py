@@ -121,3 +121,14 @@ def test_warp_under_bf16_autocast_equals_the_fp32_warp():
     grid = (pos / 255 * 2 - 1).permute(0, 2, 3, 1).bfloat16().float()
     old = torch.nn.functional.grid_sample(img.float(), grid, align_corners=True, padding_mode="border")
     assert float((old - ref).abs().mean()) > 0.01
+
+
+def test_erode_mask_is_a_minimum_filter_that_keeps_the_border():
+    from fastnst.flow import erode_mask
+
+    m = torch.ones(1, 1, 20, 30)
+    m[..., 10, 15] = 0
+    e = erode_mask(m, 7)
+    assert float(e[..., 7:14, 12:19].max()) == 0 and float(e.sum()) == 20 * 30 - 49
+    assert float(e[..., 0, :].min()) == 1  # the frame's border is not a hole
+    assert torch.equal(erode_mask(m, 1), m)

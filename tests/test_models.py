@@ -168,3 +168,38 @@ def test_bad_presets_and_arch_descriptions():
     arch = Arch((4, 8, 16), 2)
     assert Arch.from_dict(arch.to_dict()) == arch
     assert build_model(arch=arch).arch == arch
+
+
+def test_video_networks_are_described_loaded_and_start_as_their_per_frame_network():
+    from fastnst.models import expand_to_video, video_input
+
+    arch = PRESETS["video"]
+    assert arch.to_dict()["video"] is True and Arch.from_dict(arch.to_dict()) == arch
+    assert "video" not in PRESETS["lite"].to_dict()  # older files say nothing: per-frame
+    assert Arch.from_dict({"widths": [16, 32, 64], "n_residual": 3}).video is False
+    with pytest.raises(FastNSTError):
+        Arch.from_dict({**arch.to_dict(), "video": "yes"})
+    for base_arch in (PRESETS["lite"], PRESETS["fast"]):
+        torch.manual_seed(3)
+        base = TransformerNet(base_arch).eval()
+        video = TransformerNet(Arch(base_arch.widths, base_arch.n_residual, base_arch.stem, video=True)).eval()
+        assert video.first_conv.in_channels == base.first_conv.in_channels + (16 if base_arch.stem == "unshuffle" else 4)
+        video.load_state_dict(expand_to_video(base.state_dict(), video.arch))
+        x = torch.rand(2, 3, 21, 30)
+        with torch.no_grad():
+            y = base(x)
+            assert torch.equal(video(x), y)  # a plain frame: an empty prior
+            assert torch.allclose(video(video_input(x, torch.rand_like(x), torch.ones(2, 1, 21, 30))), y, atol=5e-4)
+        with pytest.raises(FastNSTError):
+            expand_to_video(video.state_dict(), video.arch)  # already a video network
+
+
+def test_video_input_multiplies_the_prior_by_its_mask():
+    from fastnst.models import video_input
+
+    x, p, m = torch.rand(1, 3, 4, 5), torch.rand(1, 3, 4, 5), torch.zeros(1, 1, 4, 5)
+    m[..., :2] = 1
+    v = video_input(x, p, m)
+    assert v.shape == (1, 7, 4, 5) and torch.equal(v[:, :3], x) and torch.equal(v[:, 6:], m)
+    assert torch.equal(v[:, 3:6, :, :2], p[..., :2]) and float(v[:, 3:6, :, 2:].abs().sum()) == 0
+    assert torch.equal(video_input(x)[:, 3:], torch.zeros(1, 4, 4, 5))

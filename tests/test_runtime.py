@@ -64,6 +64,21 @@ def test_openvino_runs_the_lite_preset_at_odd_sizes(tmp_path: Path) -> None:
 
 
 @needs_openvino
+def test_openvino_runs_a_video_network_on_its_seven_channels(tmp_path: Path) -> None:
+    """A video network's input is the frame, the prior and the mask: the converted model takes all
+    seven, so its prior weights act there as in torch (random ones here, so that they matter)."""
+    net = _net(2, PRESETS["video"])
+    with torch.no_grad():
+        net.first_conv.weight[:, 12:].normal_(0, 0.1)
+    engine = OpenVINOEngine(net, precision="f32", cache=tmp_path)
+    x = parity_frame((1, 7, 48, 64))
+    assert psnr(engine(x), _torch_out(net, x)) >= 60 and engine.parity[(1, 7, 48, 64)] >= 60
+    with torch.no_grad():
+        without = net(x[:, :3])
+    assert psnr(_torch_out(net, x), without) < 40  # the prior changes the output: the check above can fail
+
+
+@needs_openvino
 def test_the_cache_key_follows_the_weights_shape_and_version(tmp_path: Path) -> None:
     a, b = OpenVINOEngine(_net(0), cache=tmp_path), OpenVINOEngine(_net(0), cache=tmp_path)
     assert a.entry(SHAPE) == b.entry(SHAPE)  # same weights, same entry

@@ -443,7 +443,12 @@ def test_styles_command_lists_name_origin_preset_and_image(tmp_path, capsys):
     install_style(save_style(tmp_path / "t", _net(), style_name="t", preset="custom", style_image="wave.jpg"), "mine")
     (user_styles_dir() / "broken.safetensors").write_bytes(b"junk")
     assert cli.main(["styles"]) == 0
-    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
-    assert rows["mine"][1:4] == ["user", "custom", "wave.jpg"]
-    assert rows[SHIPPED][1:4] == ["shipped", "fast", "starry_night.jpg"]
-    assert rows["broken"][1] == "user" and "unreadable" in rows["broken"][3]
+    files, family_table = capsys.readouterr().out.split("\n\n")
+    rows = {line.split()[0]: line.split() for line in files.splitlines()}
+    runs = {line.split()[0]: line.split()[1:] for line in family_table.splitlines()}
+    assert rows["mine"][1:5] == ["user", "custom", "mine", "wave.jpg"]
+    assert rows[SHIPPED][1:5] == ["shipped", "fast", "starry_night", "starry_night.jpg"]
+    assert rows["broken"][1] == "user" and "unreadable" in rows["broken"][4]
+    # then what each family name runs (the family table after the files)
+    assert runs["mine"] == ["mine"]  # a family of one file
+    assert runs["starry_night"][1:] == ["on", "a", "CPU,", "starry_night_fast", "on", "a", "GPU"]

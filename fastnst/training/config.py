@@ -51,8 +51,9 @@ class TrainConfig:
         "run name: the run folder is runs/NAME_PRESET and the style file NAME_PRESET.safetensors "
         "(default: the first style image's file stem)"))
     preset: str = field(default="fast", metadata=_h(
-        "network preset (lite: no full-resolution layer, for CPUs; usually distilled with --teacher)",
-        choices=("fast", "quality", "lite")))
+        "network preset (lite: no full-resolution layer, for CPUs; usually distilled with --teacher; "
+        "video: lite fed its own previous output, fine-tuned with --init from a lite style)",
+        choices=("fast", "quality", "lite", "video")))
     arch: str = field(default="", metadata=_h(
         "explicit network shape 'W1,W2,W3:RES' (e.g. '8,16,32:1'); overrides --preset"))
     image_size: int = field(default=256, metadata=_h("training crop size, px (square)"))
@@ -82,6 +83,25 @@ class TrainConfig:
         "distillation: weight of the image-gradient (brush texture) term"))
     steadiness_weight: float = field(default=1.0, metadata=_h(
         "distillation: weight of the term matching the teacher's change between the two frames (0: off)"))
+    # Video networks (preset video; Ruder et al. 2018): frame 2's prior is frame 1's output, detached and
+    # carried along the known flow, times the eroded in-frame mask.
+    empty_prior: float = field(default=0.5, metadata=_h(
+        "video networks: share of samples trained with an empty prior, so first frames and newly "
+        "uncovered areas are still painted from nothing"))
+    unroll: int = field(default=4, metadata=_h(
+        "video networks: frames chained late in training (each fed the previous one's output), so "
+        "errors fed back do not pile up; 2 = the pair only"))
+    unroll_after: float = field(default=0.5, metadata=_h(
+        "video networks: fraction of --steps after which the chain is --unroll frames long (2 before)"))
+    occluders: float = field(default=0.5, metadata=_h(
+        "video networks: share of samples in which an object (a patch of another photo) moves across the "
+        "scene on its own, so the net learns to paint over untrusted holes inside the frame"))
+    prior_jitter: float = field(default=0.5, metadata=_h(
+        "video networks: std (px) of a smooth error added to the flow that carries the prior, as a real "
+        "flow's errors, so the net re-anchors its prior on the frame instead of copying it"))
+    prior_erode: int = field(default=7, metadata=_h(
+        "video networks: side of the minimum filter applied to the prior's mask (px, odd), so edges "
+        "are not carried over"))
     content_layers: dict[str, float] = field(default_factory=lambda: dict(JOHNSON_CONTENT_LAYERS),
                                              metadata=_h("content taps NAME[:W],…", metavar="LAYERS"))
     style_layers: dict[str, float] = field(default_factory=lambda: dict(GATYS_STYLE_LAYERS),

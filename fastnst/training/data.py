@@ -53,6 +53,25 @@ class PairParams:
     frame_brightness: float = 0.05
 
 
+def moving_occluders(frames: int, b: int, size: int, share: float, generator: torch.Generator,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Objects that move on their own across a chain of ``frames`` frames (video networks' training):
+    ``(box, step)`` where ``box`` ``(b,1,size,size)`` is 1 on each sample's rectangle in the first frame
+    (all 0 for the ``1 − share`` samples without one) and ``step`` ``(b,2,1,1)`` its motion per frame
+    in px, in :func:`fastnst.flow.warp`'s convention: the box of frame ``k`` (0-based) is
+    ``warp(box, −k·step)``. Sides ``U(0.15, 0.4)·size``, speed up to ``size/16`` px a frame."""
+    g = generator
+    side = (0.15 + 0.25 * torch.rand(b, 2, generator=g)) * size
+    corner = torch.rand(b, 2, generator=g) * (size - side)
+    step = (torch.rand(b, 2, generator=g) * 2 - 1) * (size / 16)
+    present = torch.rand(b, generator=g) < share
+    coords = torch.arange(size, dtype=torch.float32)
+    inside_x = (coords >= corner[:, :1]) & (coords < corner[:, :1] + side[:, :1])  # (b,size)
+    inside_y = (coords >= corner[:, 1:]) & (coords < corner[:, 1:] + side[:, 1:])
+    box = (inside_y[:, :, None] & inside_x[:, None, :] & present.view(b, 1, 1)).float().unsqueeze(1)
+    return box.to(device), step.view(b, 2, 1, 1).to(device)
+
+
 def find_photos(folders: Sequence[str | Path]) -> list[Path]:
     """All image files under ``folders`` (recursively), sorted, without duplicates."""
     found: dict[Path, None] = {}

@@ -26,6 +26,15 @@ to reproduce it on the same pairs (no Gram targets, no VGG pass)::
 
 so the student inherits the teacher's look and its response to motion and noise.
 
+Video networks (``--preset video``, Ruder et al. 2018): the net also takes its own previous output
+carried along the flow, ``P = W(O_prev, f)``, times an eroded trust mask ``M̃`` (:func:`fastnst.models.video_input`).
+From a pair, ``O₁ = N(frame1, ∅)`` is computed without gradient and ``O₂ = N(frame2, P·M̃)``; late in
+training (``unroll_after``) the chain runs ``unroll`` frames, each next frame the last one moved by the
+same flow again, so the net learns from priors it made itself. A share ``empty_prior`` of the samples
+gets ``M̃ = 0``. The content, style and TV terms and the temporal term (against ``P``, on the in-frame
+mask) are taken on the chain's last output only: the priors are detached, so no gradient reaches
+earlier frames anyway.
+
 Efficiency: the VGG stops after the deepest tap (:class:`fastnst.vgg.VGG19Features`), content
 targets are computed under ``no_grad`` and only up to the deepest *content* tap
 (:meth:`~fastnst.perceptual.PerceptualLoss.content_targets`), and the style Grams are computed once
@@ -46,7 +55,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -56,9 +65,9 @@ from .. import losses
 from ..devices import autocast, cpu_has_native_bf16, cuda_has_native_bf16
 from ..errors import FastNSTError
 from ..fileio import atomic_path, load_torch_weights, read_log_rows, write_json, write_log_rows
-from ..flow import warp
+from ..flow import erode_mask, synthetic_flow, warp
 from ..images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
-from ..models import PRESETS, Arch, TransformerNet
+from ..models import PRESETS, Arch, TransformerNet, expand_to_video, video_input
 from ..perceptual import PerceptualLoss, load_extractor, normalise_weights
 from ..pictures import MatplotlibMissing, plot_loss_curves
 from ..styles import family_of, load_style, load_style_file, save_style
@@ -71,6 +80,7 @@ from .data import (
     TrainingPairs,
     center_square,
     find_photos,
+    moving_occluders,
     read_video_pairs,
     split_validation,
     worker_init,
@@ -224,17 +234,21 @@ def require_arch(path: Path, found: Arch, found_preset: str | None, arch: Arch, 
 
 
 def init_weights(net: TransformerNet, path: Path, arch: Arch, preset: str) -> None:
-    """Load ``net``'s weights from a style model (``.safetensors``) or a training checkpoint."""
+    """Load ``net``'s weights from a style model (``.safetensors``) or a training checkpoint. A video
+    network may start from the per-frame network of its shape (zero prior weights: it starts as that
+    network, :func:`fastnst.models.expand_to_video`)."""
     if not path.is_file():
         raise FastNSTError(f"--init {path} does not exist.")
     if path.suffix == ".safetensors":
         model = load_style_file(path)
-        require_arch(path, model.net.arch, model.preset, arch, preset)
-        state = model.net.state_dict()
+        found, found_preset, state = model.net.arch, model.preset, model.net.state_dict()
     else:
         ckpt = load_checkpoint(path)
-        require_arch(path, Arch.from_dict(ckpt["arch"]), ckpt.get("preset"), arch, preset)
-        state = ckpt["model"]
+        found, found_preset, state = Arch.from_dict(ckpt["arch"]), ckpt.get("preset"), ckpt["model"]
+    if arch.video and found == replace(arch, video=False):
+        state = expand_to_video(state, arch)
+    else:
+        require_arch(path, found, found_preset, arch, preset)
     net.load_state_dict(state)  # copies into net's own dtype (shipped models are fp16)
 
 
@@ -315,12 +329,38 @@ def _validate(cfg: TrainConfig) -> None:
                cfg.steadiness_weight)
     if any(w < 0 or not math.isfinite(w) for w in weights):
         raise FastNSTError("Loss weights must be finite and non-negative.")
+    if not (0.0 <= cfg.empty_prior <= 1.0 and 0.0 <= cfg.unroll_after <= 1.0):
+        raise FastNSTError("--empty-prior and --unroll-after must be fractions from 0 to 1.")
+    if cfg.unroll < 2 or cfg.prior_erode < 1 or cfg.prior_erode % 2 == 0:
+        raise FastNSTError("--unroll must be at least 2 and --prior-erode an odd number of pixels.")
     if min(cfg.log_every, cfg.workers, cfg.threads, cfg.sample_every, cfg.checkpoint_every, cfg.val_images) < 0:
         raise FastNSTError("--log-every, --workers, --threads, --sample-every, --checkpoint-every and "
                            "--val-images must be ≥ 0.")
     for path in cfg.style:
         if not Path(path).is_file():
             raise FastNSTError(f"Style image {path} does not exist.")
+
+
+class _MovingObjects:
+    """The objects of :func:`fastnst.training.data.moving_occluders` pasted into a chain of frames: a
+    patch of ``source`` (another photo) moving by ``step`` px a frame over the scene's own motion."""
+
+    def __init__(self, source: torch.Tensor, box: torch.Tensor, step: torch.Tensor) -> None:
+        self.source, self.box, self.step = source, box, step
+
+    def into(self, frame: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame ``k`` (0-based) with its object, and the object's mask ``(B,1,H,W)``."""
+        shift = (-k * self.step).expand(-1, 2, *frame.shape[-2:])
+        box = warp(self.box, shift, padding_mode="zeros")[0]
+        return frame * (1 - box) + warp(self.source, shift)[0] * box, box
+
+    def into_next(self, frame: torch.Tensor, k: int, previous_box: torch.Tensor, flow: torch.Tensor,
+                  inside: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(frame k with its object, the object's mask, the trust of the carried prior)``: nothing is
+        trusted where the object is now or where it was (carried along the scene's flow), nor outside."""
+        x, box = self.into(frame, k)
+        was = warp(previous_box, flow, padding_mode="zeros")[0]
+        return x, box, inside * (1 - box) * (1 - was)
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -381,7 +421,9 @@ class _Trainer:
             _note(info, amp_note)
         self.distilling = bool(cfg.teacher)
         self.keys = DISTILL_KEYS if self.distilling else LOSS_KEYS
-        self.temporal = (cfg.steadiness_weight if self.distilling else cfg.temporal_weight) > 0
+        self.video = self.arch.video
+        # a video network always trains on pairs: the second frame is where its prior comes from
+        self.temporal = (cfg.steadiness_weight if self.distilling else cfg.temporal_weight) > 0 or self.video
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.start_step, self.seconds0, self.history = 0, 0.0, []
         self.curve_note = ""  # set when the loss curve cannot be drawn (no matplotlib): noted once
@@ -542,6 +584,8 @@ class _Trainer:
         when distilling ``[distill, texture, steadiness, total]`` (:data:`DISTILL_KEYS`)."""
         if self.distilling:
             return self._distill_terms(batch, x1)
+        if self.video:
+            return self._video_terms(batch, x1)
         cfg, device, b = self.cfg, self.device, x1.shape[0]
         if self.temporal:
             x2 = batch["frame2"].to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
@@ -559,6 +603,38 @@ class _Trainer:
             l_temporal = cfg.temporal_weight * losses.temporal_loss(y2, warped, mask)
         else:
             l_temporal = torch.zeros((), device=device)
+        return [l_content, l_style, l_tv, l_temporal, l_content + l_style + l_tv + l_temporal]
+
+    def _video_terms(self, batch: Mapping[str, torch.Tensor], x1: torch.Tensor) -> list[torch.Tensor]:
+        """The loss of a video network on one batch (module docstring): a chain of frames, each fed the
+        previous output carried along the flow; the perceptual and temporal terms on the last."""
+        cfg, dev = self.cfg, self.device
+        b, s = x1.shape[0], x1.shape[-1]
+        clean = batch["frame2"].to(dev, non_blocking=True).contiguous(memory_format=self.memory_format)
+        flow = batch["flow"].to(dev, non_blocking=True)
+        inside = batch["mask"].to(dev, non_blocking=True)
+        g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + self.at_step) * 64 + self.info.rank)
+        kept = (torch.rand(b, generator=g) >= cfg.empty_prior).float().view(b, 1, 1, 1).to(dev)
+        frames = cfg.unroll if self.at_step >= cfg.unroll_after * cfg.steps else 2
+        objects = _MovingObjects(x1.roll(1, 0), *moving_occluders(frames, b, s, cfg.occluders, g, dev))
+        jitter = synthetic_flow(b, s, s, max_shift=cfg.prior_jitter, max_zoom=0.0, max_rotate_deg=0.0,
+                                local_amplitude=cfg.prior_jitter, generator=g, device=dev)
+        second, travelled = clean, torch.zeros_like(flow)
+        with torch.no_grad():
+            x, box = objects.into(x1, 0)
+            prev = self.model(video_input(x)).float().clamp(0, 1)
+            for k in range(1, frames - 1):
+                x, box, trust = objects.into_next(clean, k, box, flow, inside)
+                prior = warp(prev, flow + jitter)[0]  # carried by a flow with errors, as at inference
+                prev = self.model(video_input(x, prior, erode_mask(trust, cfg.prior_erode) * kept)).float().clamp(0, 1)
+                # the next frame: the same motion again, warped from frame 2 along the composed flow
+                # (one resampling, not one per frame: a chain of bilinear warps blurs)
+                travelled = flow + warp(travelled, flow)[0]
+                clean = warp(second, travelled)[0]
+        x, _, trust = objects.into_next(clean, frames - 1, box, flow, inside)
+        y = self.model(video_input(x, warp(prev, flow + jitter)[0], erode_mask(trust, cfg.prior_erode) * kept))
+        l_content, l_style, l_tv = self.loss(y, self.loss.content_targets(x))
+        l_temporal = cfg.temporal_weight * losses.temporal_loss(y, warp(prev, flow)[0], trust)
         return [l_content, l_style, l_tv, l_temporal, l_content + l_style + l_tv + l_temporal]
 
     def _distill_terms(self, batch: Mapping[str, torch.Tensor], x1: torch.Tensor) -> list[torch.Tensor]:

@@ -73,8 +73,9 @@ REPRODUCED = ("preset", "image_size", "batch_size", "steps", "lr", "content_weig
 
 def _shipped_stem(recipe: Path) -> str:
     """A perceptual recipe ``NAME.toml`` makes ``NAME_fast``; a distillation recipe ``NAME_lite.toml`` makes
-    ``NAME_lite`` (the CPU twin of ``NAME_fast``)."""
-    return recipe.stem if recipe.stem.endswith("_lite") else f"{recipe.stem}_fast"
+    ``NAME_lite`` (the CPU twin of ``NAME_fast``); ``NAME_video.toml`` makes ``NAME_video`` (the video
+    network fine-tuned from ``NAME_lite``)."""
+    return recipe.stem if recipe.stem.endswith(("_lite", "_video")) else f"{recipe.stem}_fast"
 
 
 def test_there_is_a_recipe_for_every_shipped_style():
@@ -93,7 +94,8 @@ def test_every_recipe_parses_into_a_valid_config_reproducing_its_shipped_style(r
     assert output.stem == _shipped_stem(recipe) and output.parent == out_dir  # never into weights/
     shipped = load_style(REPO / "weights" / f"{output.stem}.safetensors")
     assert shipped.net.arch == arch
-    reproduced = [*REPRODUCED, "teacher", "texture_weight", "steadiness_weight"]
+    reproduced = [*REPRODUCED, "teacher", "texture_weight", "steadiness_weight", "empty_prior", "unroll",
+                  "unroll_after", "occluders", "prior_jitter", "prior_erode"]
     assert {k: cfg.to_dict()[k] for k in reproduced} == {k: shipped.train_config.get(k, TrainConfig().to_dict()[k])
                                                          for k in reproduced}
     if cfg.teacher:  # a twin paints its teacher's painting at its teacher's working size

@@ -381,3 +381,37 @@ def test_warmup_ramps_the_learning_rate_linearly_then_holds():
     assert lr_at(TrainConfig(content=["x"], style=["y"], lr=1e-3), 0) == 1e-3
     with pytest.raises(FastNSTError, match="warmup"):
         train(parse_config(["--content", "x", "--style", "y", "--warmup-steps", "-1"]))
+
+
+def test_a_video_network_trains_from_a_per_frame_one_and_starts_as_it(photos, tmp_path):
+    """--preset video --init LITE: step 0 computes exactly the lite net (zero prior weights); training
+    with priors, an unrolled chain and empty priors runs, lowers the loss and moves the prior weights."""
+    from fastnst.models import video_input
+    from fastnst.training.loop import train
+
+    common = {"image_size": 32, "batch_size": 2, "arch": ""}
+    lite = train(tiny_config(photos, tmp_path, steps=2, preset="lite", out_dir=str(tmp_path / "lite"),
+                             output=str(tmp_path / "lite.safetensors"), **common))
+    start = train(tiny_config(photos, tmp_path, steps=1, lr=1e-12, preset="video", init=str(lite.output),
+                              out_dir=str(tmp_path / "v0"), output=str(tmp_path / "v0.safetensors"), **common))
+    base, video = load_style(lite.output).net.eval(), load_style(start.output).net.eval()
+    assert video.arch.video and not base.arch.video
+    x, prior, mask = torch.rand(1, 3, 24, 40), torch.rand(1, 3, 24, 40), torch.ones(1, 1, 24, 40)
+    with torch.no_grad():
+        assert torch.allclose(video(video_input(x, prior, mask)), base(x), atol=2e-3)  # fp16 file, same net
+
+    run = train(tiny_config(photos, tmp_path, steps=12, preset="video", init=str(lite.output), lr=3e-3,
+                            unroll=3, unroll_after=0.5, out_dir=str(tmp_path / "v"),
+                            output=str(tmp_path / "v.safetensors"), **common))
+    log = _log(tmp_path / "v")
+    assert np.mean([r["total"] for r in log[-3:]]) < np.mean([r["total"] for r in log[:3]])
+    trained = load_style(run.output).net
+    assert trained.first_conv.weight[:, 12:].abs().sum() > 0  # the prior is used
+
+
+def test_video_training_options_are_checked(photos, tmp_path):
+    from fastnst.training.loop import train
+
+    for bad in ({"empty_prior": 1.5}, {"unroll": 1}, {"prior_erode": 4}, {"unroll_after": -0.1}):
+        with pytest.raises(FastNSTError):
+            train(tiny_config(photos, tmp_path, steps=1, preset="video", arch="", **bad))

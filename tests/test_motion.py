@@ -1,0 +1,84 @@
+"""Motion once per frame (fastnst.motion) and the stream state's priors (fastnst.stabilize)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fastnst.motion import Motion
+from fastnst.stabilize import Stabilizer, stream_state
+
+
+def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
+    import cv2
+
+    coarse = np.random.default_rng(seed).random((h // 6 + 1, w // 6 + 1, 3)).astype(np.float32)
+    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+
+def _t(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+
+
+def test_a_translation_is_carried_and_the_entering_strip_is_not_trusted():
+    big = _texture(64, 140)
+    a, b = big[:, 20:116], big[:, 17:113]  # the scene moves right by 3 px
+    m = Motion()
+    m.update(a)
+    assert m.trust is None and m.prior_mask() is None  # a first frame carries nothing
+    m.update(b)
+    assert m.trust is not None and m.trust.shape == (64, 96, 1)
+    carried = m.carry(a)
+    inner = (slice(8, -8), slice(12, -8))
+    assert np.abs(carried[inner] - b[inner]).mean() < 0.01
+    assert m.trust[inner].mean() > 0.9
+    assert m.trust[:, :3].mean() < 0.5  # the strip that entered on the left has no past
+    eroded = m.prior_mask()
+    assert eroded.shape == (64, 96, 1) and (eroded <= m.trust + 1e-6).all()
+    assert eroded[:, :6].mean() < m.trust[:, :6].mean()
+
+
+def test_a_cut_trusts_nothing_and_is_counted():
+    m = Motion()
+    m.update(_texture(48, 64, 1))
+    m.update(_texture(48, 64, 2))
+    assert m.trust is None and m.cuts == 1
+
+
+def test_each_network_gets_its_own_previous_output_for_one_frame_only():
+    stab = Stabilizer(0.0)
+    frame = _t(_texture(32, 48))
+    a, b = torch.full((1, 3, 32, 48), 0.2), torch.full((1, 3, 32, 48), 0.7)
+    stab.begin(frame)
+    assert stab.prior("a", frame) is None
+    stab.remember("a", a)
+    stab.remember("b", b)
+    stab(frame, a)
+    stab.begin(frame)
+    prior_a, mask = stab.prior("a", frame)
+    prior_b, _ = stab.prior("b", frame)
+    assert torch.allclose(prior_a, a) and torch.allclose(prior_b, b) and float(mask.mean()) > 0.9
+    stab.remember("a", a)  # b skips this frame ...
+    stab(frame, a)
+    stab.begin(frame)
+    assert stab.prior("b", frame) is None  # ... so it has no prior on the next: the motion spans one frame
+    assert stab.prior("a", frame) is not None
+
+
+def test_begin_estimates_motion_once_per_frame(monkeypatch):
+    stab = Stabilizer(0.5)
+    calls = []
+    update = stab.motion.update
+    monkeypatch.setattr(stab.motion, "update", lambda f: (calls.append(1), update(f)))
+    frame = _t(_texture(32, 48))
+    for _ in range(3):
+        stab.begin(frame)
+        stab.begin(frame)  # a second network of the same frame
+        stab(frame, frame)
+    assert len(calls) == 3
+
+
+def test_a_stream_state_exists_when_stabilising_or_for_a_video_network():
+    assert stream_state(0.0, video=False) is None
+    assert stream_state(0.0, video=True).strength == 0.0
+    assert stream_state(0.5, video=False).strength == 0.5

@@ -11,9 +11,14 @@ For each new frame ``t`` (float RGB ``(h,w,3)`` in [0,1]):
    inside the frame;
 3. a shot cut (under ``cut_fraction`` of the pixels trusted) trusts nothing.
 
-:meth:`Motion.carry` moves any image of frame ``t−1`` (a previous output) onto frame ``t``;
-:meth:`Motion.prior_mask` is the trust eroded by a ``erode``-px minimum filter (Ruder et al. 2018), the
-mask a video network is given, so edges, where a flow's errors sit, are painted afresh.
+:meth:`Motion.carry` moves any image of frame ``t−1`` (a previous output) onto frame ``t``.
+:meth:`Motion.prior_mask` is the mask a video network is given: 1 where the trust is above 0 (flow
+consistent, inside, input mismatch under ``photometric_tol``), its speckles filled (a 5-px closing: DIS
+on a noisy frame leaves pixel-sized holes, and each would be repainted), then eroded by an
+``erode``-px minimum filter (Ruder et al. 2018), so edges, where a flow's errors sit, are painted
+afresh. Binary, as the masks the network is trained with. Measured on bikes.mp4 with a video
+network (working size 213): an erosion of 7 px (Ruder's, at 4× our resolution) left 66 % of the
+pixels trusted and doubled the flicker against 3 px; no erosion halved it again.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ class Motion:
     """
 
     def __init__(self, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3, preset: str = "ultrafast",
-                 erode: int = 7) -> None:
+                 erode: int = 3) -> None:
         import cv2
 
         presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST}
@@ -111,15 +116,18 @@ class Motion:
         return out if out.ndim == image.ndim else out[..., None]
 
     def prior_mask(self) -> np.ndarray | None:
-        """:attr:`trust` eroded by an ``erode`` × ``erode`` minimum filter ``(h,w,1)`` (the frame's
-        border does not erode), or None when nothing is trusted."""
+        """The video networks' mask ``(h,w,1)`` (the module docstring; the frame's border does not erode),
+        or None when nothing is trusted."""
         import cv2
 
         if self.trust is None:
             return None
         if self._eroded is None:
+            trusted = (self.trust[..., 0] > 0).astype(np.float32)
+            trusted = cv2.morphologyEx(trusted, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8),
+                                       borderType=cv2.BORDER_REPLICATE)
             kernel = np.ones((self.erode, self.erode), np.uint8)
-            self._eroded = cv2.erode(self.trust, kernel, borderType=cv2.BORDER_REPLICATE)[..., None]
+            self._eroded = cv2.erode(trusted, kernel, borderType=cv2.BORDER_REPLICATE)[..., None]
         return self._eroded
 
 

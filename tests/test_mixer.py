@@ -148,3 +148,55 @@ def test_plan_styles_checks_before_loading(tmp_path: Path, textured: Path) -> No
     assert list(ready) == ["tex"] and sched.at(0).strength == 0.5
     with pytest.raises(FastNSTError, match="strength"):
         check_strength(1.5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Video networks in a mixture
+# --------------------------------------------------------------------------------------------------
+
+
+def _video_stylizer(seed: int = 0) -> Stylizer:
+    """An untrained video network whose prior matters (random prior weights, the gate half open)."""
+    from fastnst.models import PRESETS, TransformerNet
+
+    torch.manual_seed(seed)
+    net = TransformerNet(PRESETS["video"]).eval()
+    with torch.no_grad():
+        net.first_conv.weight[:, 12:].normal_(0, 0.2)
+        net.last_conv.bias[12:].zero_()
+    return Stylizer(net, device="cpu", engine="torch", dtype="float32")
+
+
+def test_a_video_network_keeps_its_prior_through_blends_strength_and_colour(flats) -> None:
+    """Across a fade from the video style alone into a blend with strength and colour preservation, the
+    video network is given its own previous output on every frame after the first (one key per
+    Stylizer, whichever path renders the frame), and the per-frame style never asks for one."""
+    from fastnst.stabilize import Stabilizer
+
+    video, plain = _video_stylizer(), Stylizer(flats[0], device="cpu")
+    given: list[bool] = []
+    network = video.network
+    video.network = lambda work, prior=None: (given.append(prior is not None), network(work, prior))[1]
+    mixer = Mixer({"v": video, "p": plain})
+    stream = Stabilizer(0.5)
+    mixes = [Mix({"v": 1.0}), Mix({"v": 1.0}), Mix({"v": 0.5, "p": 0.5}, 0.8), Mix({"v": 0.3, "p": 0.7}, 0.8)]
+    for i, mix in enumerate(mixes):
+        out = mixer(pattern(i, 40, 56), mix, stream)
+        assert out.shape == (40, 56, 3)
+    assert given == [False, True, True, True]
+    mixer.preserve_color = True
+    assert mixer(pattern(4, 40, 56), mixes[-1], stream).shape == (40, 56, 3) and given[-1]
+    assert mixer.video and not Mixer({"p": plain}).video
+
+
+def test_a_batch_through_a_video_network_runs_frame_by_frame() -> None:
+    """Frames of one batch are a sequence: each gets the previous one's output as its prior, as if
+    they had come one at a time."""
+    from fastnst.stabilize import Stabilizer
+
+    st = _video_stylizer(1)
+    frames = torch.from_numpy(np.stack([pattern(i, 32, 48) for i in range(4)]))
+    batched = st.stylize_uint8(frames, Stabilizer(0.5))
+    one_by_one = torch.cat([st.stylize_uint8(frames[i:i + 1], s) for s in [Stabilizer(0.5)] for i in range(4)])
+    assert torch.equal(batched, one_by_one)
+    assert not torch.equal(batched[1:], st.stylize_uint8(frames)[1:])  # without a stream: no priors

@@ -33,9 +33,21 @@ def test_a_translation_is_carried_and_the_entering_strip_is_not_trusted():
     assert np.abs(carried[inner] - b[inner]).mean() < 0.01
     assert m.trust[inner].mean() > 0.9
     assert m.trust[:, :3].mean() < 0.5  # the strip that entered on the left has no past
-    eroded = m.prior_mask()
-    assert eroded.shape == (64, 96, 1) and (eroded <= m.trust + 1e-6).all()
-    assert eroded[:, :6].mean() < m.trust[:, :6].mean()
+    prior_mask = m.prior_mask()
+    assert prior_mask.shape == (64, 96, 1) and set(np.unique(prior_mask)) <= {0.0, 1.0}
+    assert prior_mask[:, :4].max() == 0 and prior_mask[inner].mean() > 0.9
+
+
+def test_the_prior_mask_fills_speckles_and_erodes_real_holes():
+    m = Motion(erode=3)
+    trust = np.ones((40, 60, 1), np.float32)
+    trust[5, 7] = 0  # a speckle of a noisy flow: filled
+    trust[20:30, 30:45] = 0.0  # an occlusion: kept, one pixel wider on each side
+    trust[0:40, 50:52] = 0.4  # trusted a little: still trusted (the network sees the frame)
+    m.trust, m._eroded = trust, None
+    mask = m.prior_mask()[..., 0]
+    assert mask[5, 7] == 1 and mask[:, 50:52].min() == 1
+    assert mask[19:31, 29:46].max() == 0 and mask[17, 27] == 1 and mask[32, 47] == 1
 
 
 def test_a_cut_trusts_nothing_and_is_counted():

@@ -340,3 +340,20 @@ def test_options_objects_and_keywords_are_one_api(tmp_path: Path, tiny_model: Pa
     with pytest.raises(TypeError, match="'bogus'"):
         stylize_path(src, tmp_path / "b.mp4", tiny_model, progress=False, bogus=1)
     assert not (tmp_path / "b.mp4").exists()
+
+
+def test_a_video_network_gets_its_prior_even_without_stabilisation(tmp_path, monkeypatch):
+    """--stabilize 0 turns the blend off, not the stream: a video network still sees its previous
+    output on every frame after the first (the motion is estimated for it alone)."""
+    from fastnst.models import PRESETS, TransformerNet
+    from fastnst.styles import save_style
+
+    torch.manual_seed(0)
+    model = save_style(tmp_path / "v.safetensors", TransformerNet(PRESETS["video"]), style_name="v", preset="video")
+    src = make_video(tmp_path / "in.mp4", n=6, audio=None)
+    given: list[bool] = []
+    network = Stylizer.network
+    monkeypatch.setattr(Stylizer, "network",
+                        lambda self, work, prior=None: (given.append(prior is not None), network(self, work, prior))[1])
+    stylize_video(src, tmp_path / "out.mp4", model, device="cpu", progress=False, stabilize=0.0, runtime="torch")
+    assert given == [False] + [True] * 5

@@ -99,7 +99,7 @@ class TrainConfig:
     prior_jitter: float = field(default=0.5, metadata=_h(
         "video networks: std (px) of a smooth error added to the flow that carries the prior, as a real "
         "flow's errors, so the net re-anchors its prior on the frame instead of copying it"))
-    prior_erode: int = field(default=7, metadata=_h(
+    prior_erode: int = field(default=3, metadata=_h(
         "video networks: side of the minimum filter applied to the prior's mask (px, odd), so edges "
         "are not carried over"))
     content_layers: dict[str, float] = field(default_factory=lambda: dict(JOHNSON_CONTENT_LAYERS),

@@ -207,7 +207,9 @@ class TransformerNet(nn.Module):
         """How many of the first conv's input channels come from the frame (the rest: prior, mask)."""
         return 12 if self.arch.stem == "unshuffle" else 3
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, painted: bool = False):
+        """The output; with ``painted=True`` (video networks, training) ``(output, painting)``, the
+        painting being the RGB the decoder made before the gate mixed in the prior."""
         if self.arch.video and x.shape[1] == 3:
             x = video_input(x)  # no prior: a first frame, a cut, a still image
         h, w = x.shape[-2:]
@@ -219,9 +221,11 @@ class TransformerNet(nn.Module):
             mode = "reflect" if (ph < h and pw < w) else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         y = self.decoder(self.residuals(self.encoder(x)))[..., :h, :w]
+        paint = y[:, :3]
         if self.arch.video:
             y = self.keep_prior(y, x[..., :h, :w])
-        return y if self.training else y.clamp(0.0, 1.0)
+        y = y if self.training else y.clamp(0.0, 1.0)
+        return (y, paint) if painted else y
 
 
 def video_input(frame: torch.Tensor, prior: torch.Tensor | None = None, mask: torch.Tensor | None = None

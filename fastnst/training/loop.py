@@ -31,9 +31,10 @@ carried along the flow, ``P = W(O_prev, f)``, times an eroded trust mask ``M̃``
 From a pair, ``O₁ = N(frame1, ∅)`` is computed without gradient and ``O₂ = N(frame2, P·M̃)``; late in
 training (``unroll_after``) the chain runs ``unroll`` frames, each next frame the last one moved by the
 same flow again, so the net learns from priors it made itself. A share ``empty_prior`` of the samples
-gets ``M̃ = 0``. The content, style and TV terms and the temporal term (against ``P``, on the in-frame
-mask) are taken on the chain's last output only: the priors are detached, so no gradient reaches
-earlier frames anyway.
+gets ``M̃ = 0``. The content, style and TV terms are taken on the chain's last output, and the temporal
+term (against ``P``, on the trusted pixels, for the output and for the painting under the gate) on
+those of its samples that were given a prior; the priors are detached, so no gradient reaches earlier
+frames anyway.
 
 Efficiency: the VGG stops after the deepest tap (:class:`fastnst.vgg.VGG19Features`), content
 targets are computed under ``no_grad`` and only up to the deepest *content* tap
@@ -632,9 +633,17 @@ class _Trainer:
                 travelled = flow + warp(travelled, flow)[0]
                 clean = warp(second, travelled)[0]
         x, _, trust = objects.into_next(clean, frames - 1, box, flow, inside)
-        y = self.model(video_input(x, warp(prev, flow + jitter)[0], erode_mask(trust, cfg.prior_erode) * kept))
+        y, paint = self.model(video_input(x, warp(prev, flow + jitter)[0], erode_mask(trust, cfg.prior_erode) * kept),
+                              painted=True)
         l_content, l_style, l_tv = self.loss(y, self.loss.content_targets(x))
-        l_temporal = cfg.temporal_weight * losses.temporal_loss(y, warp(prev, flow)[0], trust)
+        # Only a frame given a prior is held to it, and then both its output and the painting under the
+        # gate are: were the painting free, the gate's last few % of it would make every trusted pixel
+        # drift, frame after frame, towards a look of its own (measured: texture crawling on a still
+        # camera). A frame painted from nothing is not held to the previous one at all: that two-frame
+        # steadiness is what costs a per-frame network its texture, and here the prior gives it instead.
+        carried, held = warp(prev, flow)[0], trust * kept
+        l_temporal = cfg.temporal_weight * (losses.temporal_loss(y, carried, held)
+                                            + losses.temporal_loss(paint, carried, held))
         return [l_content, l_style, l_tv, l_temporal, l_content + l_style + l_tv + l_temporal]
 
     def _distill_terms(self, batch: Mapping[str, torch.Tensor], x1: torch.Tensor) -> list[torch.Tensor]:

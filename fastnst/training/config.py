@@ -88,6 +88,9 @@ class TrainConfig:
     empty_prior: float = field(default=0.5, metadata=_h(
         "video networks: share of samples trained with an empty prior, so first frames and newly "
         "uncovered areas are still painted from nothing"))
+    empty_temporal: float = field(default=0.0, metadata=_h(
+        "video networks: share of --temporal-weight that holds a frame painted from nothing to the previous "
+        "output (a per-frame network's two-frame term; 0: free, the prior alone carries the steadiness)"))
     unroll: int = field(default=4, metadata=_h(
         "video networks: frames chained late in training (each fed the previous one's output), so "
         "errors fed back do not pile up; 2 = the pair only"))

@@ -644,6 +644,9 @@ class _Trainer:
         carried, held = warp(prev, flow)[0], trust * kept
         l_temporal = cfg.temporal_weight * (losses.temporal_loss(y, carried, held)
                                             + losses.temporal_loss(paint, carried, held))
+        if cfg.empty_temporal > 0:  # optionally, some of a per-frame network's two-frame steadiness too
+            l_temporal = l_temporal + cfg.empty_temporal * cfg.temporal_weight * losses.temporal_loss(
+                y, carried, trust * (1 - kept))
         return [l_content, l_style, l_tv, l_temporal, l_content + l_style + l_tv + l_temporal]
 
     def _distill_terms(self, batch: Mapping[str, torch.Tensor], x1: torch.Tensor) -> list[torch.Tensor]:

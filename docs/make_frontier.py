@@ -43,24 +43,26 @@ def main(argv: list[str] | None = None) -> int:
     bar_style, bar_flicker = (float(v) for v in args.bar.split(","))
     fig, ax = plt.subplots(figsize=(10, 5) if args.numbered else (7, 5), dpi=110)
     key = []
-    ax.fill_between([0.3, bar_flicker], 0, bar_style, color="#dfe", zorder=0,
+    reports = [(item.split("=", 1)[0], json.loads(Path(item.split("=", 1)[1]).read_text())) for item in args.reports]
+    left = min([0.3] + [x / 1.5 for _, r in reports for _, x, _ in points(r)])  # every point in view
+    ax.fill_between([left, bar_flicker], 0, bar_style, color="#dfe", zorder=0,
                     label=f"the bar: style ≤ {bar_style:g}×, E_warp ≤ {bar_flicker:g}×")
     ax.axvline(bar_flicker, color="#9a9", ls="--", lw=1)
     ax.axhline(bar_style, color="#9a9", ls="--", lw=1)
-    for n, item in enumerate(args.reports, 1):
-        label, path = item.split("=", 1)
+    for n, (label, report) in enumerate(reports, 1):
         if args.numbered:
             key.append(f"{n}  {label}")
             label = str(n)
-        pts = points(json.loads(Path(path).read_text()))[:1 if args.stabilised_only else None]
+        pts = points(report)[:1 if args.stabilised_only else None]
         if len(pts) == 2:
             ax.plot([pts[0][1], pts[1][1]], [pts[0][2], pts[1][2]], color="#bbb", lw=1, zorder=1)
         for kind, x, y in pts:
             ax.scatter([x], [y], marker="o" if kind == "stabilised" else "x", zorder=2)
-            ax.annotate(f"{label}" + ("" if kind == "stabilised" else " (no stab.)"), (x, y), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
+            if kind == "stabilised" or not args.numbered:  # numbered: the x beside its o needs no label
+                ax.annotate(f"{label}" + ("" if kind == "stabilised" else " (no stab.)"), (x, y), fontsize=7,
+                            xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlim(left=0.3)
+    ax.set_xlim(left=left)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("E_warp / input floor (flicker; log)")
     ax.set_ylabel("style distance / input's (lower = closer to the painting)")

@@ -3,9 +3,10 @@
 The exported model has the :class:`fastnst.Stylizer` tensor convention: input ``(B,3,H,W)`` float32
 RGB in ``[0,1]``, output the same shape, clamped to ``[0,1]`` inside the graph. A video network's
 input has 7 channels (:func:`fastnst.models.video_input`): the frame, its previous output carried
-along the motion times the trust mask, and the mask; zeros in the last 4 paint a frame from nothing. Batch, height and
-width are dynamic; the network's pad-to-a-multiple-of-4 runs inside the graph, so any
-``H, W ≥ MIN_SIDE`` works (above 8 px for the unshuffle stem of ``lite`` and ``video``).
+along the motion times the trust mask, and the mask; zeros in the last 4 paint a frame from nothing.
+Batch, height and width are dynamic; the network's pad-to-a-multiple-of-4 (8 after the unshuffle
+stem of ``lite`` and ``video``) runs inside the graph, so any ``H, W ≥ MIN_SIDE`` works (above 8 px
+for the unshuffle stem).
 
 Why a wrapper instead of exporting :class:`~fastnst.models.TransformerNet` as is: its ``forward``
 chooses the padding with Python ``if``/``max`` on the input size, which a tracer freezes to the

@@ -151,3 +151,18 @@ def test_bad_recipes_are_refused_in_one_line(tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert train.main(["--recipe", str(tmp_path / "none.toml")]) == 2
     assert "cannot be read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "train" / "recipes" / "experimental").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_experimental_recipes_parse_and_start_from_a_shipped_network(recipe):
+    """Recipes of networks not shipped (train/recipes/experimental) still parse, and their --init names a
+    shipped style of the shape they fine-tune."""
+    from fastnst.models import PRESETS
+    from fastnst.training.loop import parse_arch
+
+    cfg = parse_config(["--recipe", str(recipe)])
+    arch, _ = parse_arch(cfg)
+    assert [Path(p).name for p in cfg.content] == ["photos"] and len(cfg.style) == 1
+    base = load_style(REPO / cfg.init).net.arch
+    assert arch == PRESETS["video"] and base == PRESETS["lite"]

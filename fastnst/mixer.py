@@ -90,12 +90,7 @@ class Mixer:
         """Style ``name``'s network on ``work``; a video network on one frame, with its own prior (keyed
         by its Stylizer, as on the Stylizer's own path, so a fade into a blend keeps it)."""
         st = self.stylizers[name]
-        if not st.video or stabilizer is None:
-            return st.network(work)
-        stabilizer.begin(work)  # once per frame: a second call for the same frame is a no-op
-        y = st.network(work, stabilizer.prior(st, work))
-        stabilizer.remember(st, y)
-        return y
+        return st.video_frame(work, stabilizer) if st.video and stabilizer is not None else st.network(work)
 
     def _check(self, mixes: Sequence[Mix]) -> None:
         for m in mixes:

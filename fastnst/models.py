@@ -91,6 +91,12 @@ class Arch:
         return 8 if self.stem == "unshuffle" else 4
 
     @property
+    def subpixels(self) -> int:
+        """Pixels folded into one at the first and last conv: 4 after a 2×2 unshuffle, else 1. Each
+        input or output channel of the network is that many channels of those convs."""
+        return 4 if self.stem == "unshuffle" else 1
+
+    @property
     def in_channels(self) -> int:
         """Input channels: RGB, plus the prior (RGB) and its mask for a video network."""
         return 7 if self.video else 3
@@ -159,8 +165,9 @@ class TransformerNet(nn.Module):
         c1, c2, c3 = self.arch.widths
         cin = self.arch.in_channels
         if self.arch.stem == "unshuffle":
-            first: list[nn.Module] = [nn.PixelUnshuffle(2), ConvLayer(4 * cin, c1, 3, norm=norm)]
-            last: list[nn.Module] = [ConvLayer(c1, 4 * self.out_channels, 3, norm=None, relu=False), nn.PixelShuffle(2)]
+            first: list[nn.Module] = [nn.PixelUnshuffle(2), ConvLayer(self.arch.subpixels * cin, c1, 3, norm=norm)]
+            last: list[nn.Module] = [ConvLayer(c1, self.arch.subpixels * self.out_channels, 3, norm=None, relu=False),
+                                     nn.PixelShuffle(2)]
         else:
             first = [ConvLayer(cin, c1, 9, norm=norm)]
             last = [ConvLayer(c1, self.out_channels, 9, norm=None, relu=False)]
@@ -179,10 +186,10 @@ class TransformerNet(nn.Module):
             icnr_(self.decoder[2].conv, 2)
         if self.arch.video:
             with torch.no_grad():  # untrained prior inputs change nothing (see expand_to_video)
-                self.first_conv.weight[:, self._frame_inputs():].zero_()
-                gate = self.last_conv.out_channels // self.out_channels * 3
-                self.last_conv.weight[gate:].zero_()
-                self.last_conv.bias[gate:].fill_(GATE_BIAS)
+                rgb = 3 * self.arch.subpixels  # the frame's inputs, and the RGB outputs, of those convs
+                self.first_conv.weight[:, rgb:].zero_()
+                self.last_conv.weight[rgb:].zero_()
+                self.last_conv.bias[rgb:].fill_(GATE_BIAS)
 
     @property
     def out_channels(self) -> int:
@@ -202,10 +209,6 @@ class TransformerNet(nn.Module):
         its input ``x`` ``(B,7,H,W)``: ``rgb + g · (prior·M − M · rgb)``, ``g = MAX_GATE · σ(z)``."""
         rgb, gate = y[:, :3], MAX_GATE * torch.sigmoid(y[:, 3:4].float()).to(y.dtype)
         return rgb + gate * (x[:, 3:6].to(y.dtype) - x[:, 6:7].to(y.dtype) * rgb)
-
-    def _frame_inputs(self) -> int:
-        """How many of the first conv's input channels come from the frame (the rest: prior, mask)."""
-        return 12 if self.arch.stem == "unshuffle" else 3
 
     def forward(self, x: torch.Tensor, *, painted: bool = False):
         """The output; with ``painted=True`` (video networks, training) ``(output, painting)``, the
@@ -246,16 +249,13 @@ def expand_to_video(state: dict[str, torch.Tensor], arch: Arch) -> dict[str, tor
     (zero weights, bias :data:`GATE_BIAS`), so the result computes what the per-frame network did
     (to 3e-4) whatever the prior."""
     key = "encoder.1.conv.weight" if arch.stem == "unshuffle" else "encoder.0.conv.weight"
-    w = state[key]
-    frame_in = 12 if arch.stem == "unshuffle" else 3
-    if w.shape[1] != frame_in:
+    w, n = state[key], arch.subpixels
+    if w.shape[1] != 3 * n:
         raise FastNSTError(f"Not a per-frame network's first conv: {tuple(w.shape)}.")
-    extra = w.new_zeros(w.shape[0], frame_in // 3 * 4, *w.shape[2:])  # prior RGB + mask, unshuffled or not
     last_w, last_b = state["decoder.2.conv.weight"], state["decoder.2.conv.bias"]
-    gates = frame_in // 3  # one per sub-pixel
-    return {**state, key: torch.cat([w, extra], 1),
-            "decoder.2.conv.weight": torch.cat([last_w, last_w.new_zeros(gates, *last_w.shape[1:])]),
-            "decoder.2.conv.bias": torch.cat([last_b, last_b.new_full((gates,), GATE_BIAS)])}
+    return {**state, key: torch.cat([w, w.new_zeros(w.shape[0], 4 * n, *w.shape[2:])], 1),  # prior RGB + mask
+            "decoder.2.conv.weight": torch.cat([last_w, last_w.new_zeros(n, *last_w.shape[1:])]),  # the gate
+            "decoder.2.conv.bias": torch.cat([last_b, last_b.new_full((n,), GATE_BIAS)])}
 
 
 def icnr_(conv: nn.Conv2d, scale: int) -> None:

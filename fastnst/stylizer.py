@@ -176,14 +176,16 @@ class Stylizer:
         if not self.video:
             styled = self.network(work)
             return torch.cat([stabilizer(work[i:i + 1], styled[i:i + 1]) for i in range(len(styled))])
-        out = []
-        for i in range(len(work)):
-            frame = work[i:i + 1]
-            stabilizer.begin(frame)
-            y = self.network(frame, stabilizer.prior(self, frame))
-            stabilizer.remember(self, y)
-            out.append(stabilizer(frame, y))
-        return torch.cat(out)
+        return torch.cat([stabilizer(work[i:i + 1], self.video_frame(work[i:i + 1], stabilizer))
+                          for i in range(len(work))])
+
+    def video_frame(self, frame: torch.Tensor, stabilizer) -> torch.Tensor:
+        """A video network on one ``(1,3,h,w)`` frame of the stream ``stabilizer``: the stream's motion
+        (once per frame), this network's carried previous output, and its output kept for the next."""
+        stabilizer.begin(frame)
+        y = self.network(frame, stabilizer.prior(self, frame))
+        stabilizer.remember(self, y)
+        return y
 
     @torch.inference_mode()
     def warm_up(self, height: int, width: int) -> None:

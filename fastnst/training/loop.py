@@ -621,20 +621,23 @@ class _Trainer:
         jitter = synthetic_flow(b, s, s, max_shift=cfg.prior_jitter, max_zoom=0.0, max_rotate_deg=0.0,
                                 local_amplitude=cfg.prior_jitter, generator=g, device=dev)
         second, travelled = clean, torch.zeros_like(flow)
+
+        def fed(x: torch.Tensor, prev: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
+            """``x`` with ``prev`` carried by a flow with errors, as at inference, and the eroded trust."""
+            return video_input(x, warp(prev, flow + jitter)[0], erode_mask(trust, cfg.prior_erode) * kept)
+
         with torch.no_grad():
             x, box = objects.into(x1, 0)
             prev = self.model(video_input(x)).float().clamp(0, 1)
             for k in range(1, frames - 1):
                 x, box, trust = objects.into_next(clean, k, box, flow, inside)
-                prior = warp(prev, flow + jitter)[0]  # carried by a flow with errors, as at inference
-                prev = self.model(video_input(x, prior, erode_mask(trust, cfg.prior_erode) * kept)).float().clamp(0, 1)
+                prev = self.model(fed(x, prev, trust)).float().clamp(0, 1)
                 # the next frame: the same motion again, warped from frame 2 along the composed flow
                 # (one resampling, not one per frame: a chain of bilinear warps blurs)
                 travelled = flow + warp(travelled, flow)[0]
                 clean = warp(second, travelled)[0]
         x, _, trust = objects.into_next(clean, frames - 1, box, flow, inside)
-        y, paint = self.model(video_input(x, warp(prev, flow + jitter)[0], erode_mask(trust, cfg.prior_erode) * kept),
-                              painted=True)
+        y, paint = self.model(fed(x, prev, trust), painted=True)
         l_content, l_style, l_tv = self.loss(y, self.loss.content_targets(x))
         # Only a frame given a prior is held to it, and then both its output and the painting under the
         # gate are: were the painting free, the gate's last few % of it would make every trusted pixel

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -307,15 +308,16 @@ def available_memory(device: torch.device) -> int | None:
     return min(known) if known else None
 
 
-_per_pixel_cache: dict[int, float] = {}
+# Keyed by the module itself, weakly: an id() key outlives its network, and a new network that
+# reuses the address would read the old one's figure.
+_per_pixel_cache: weakref.WeakKeyDictionary[torch.nn.Module, float] = weakref.WeakKeyDictionary()
 
 
 def activation_bytes_per_pixel(net: torch.nn.Module) -> float:
     """A lower bound on the network's activation memory per input pixel: the largest input + output
     of any one layer in a small probe forward (any architecture), per probe pixel. The real peak is
     higher (the residual stream, the allocator's slack), which makes a refusal based on it safe."""
-    key = id(net)
-    if key not in _per_pixel_cache:
+    if net not in _per_pixel_cache:
         p = next(net.parameters())
         peak = 0
 
@@ -332,8 +334,8 @@ def activation_bytes_per_pixel(net: torch.nn.Module) -> float:
         finally:
             for h in handles:
                 h.remove()
-        _per_pixel_cache[key] = peak / (_PROBE * _PROBE)
-    return _per_pixel_cache[key]
+        _per_pixel_cache[net] = peak / (_PROBE * _PROBE)
+    return _per_pixel_cache[net]
 
 
 def check_memory(stylizers: Iterable, height: int, width: int, *, batch: int = 1, what: str = "") -> None:

@@ -355,6 +355,25 @@ def test_activation_estimate_grows_with_the_network() -> None:
     assert 2 * 32 * 4 <= big < 4096
 
 
+def test_activation_estimate_belongs_to_its_network() -> None:
+    """CI once read a freed small network's figure for a new big one at the same address (an id()
+    key): the estimate must neither outlive its network nor be found by a new one."""
+    import gc
+    import weakref
+
+    from fastnst.engine import activation_bytes_per_pixel
+    from fastnst.models import Arch, TransformerNet
+
+    for _ in range(20):  # give the allocator many chances to reuse an address
+        small = TransformerNet(Arch((8, 8, 8), 1)).eval()
+        figure = activation_bytes_per_pixel(small)
+        gone = weakref.ref(small)
+        del small
+        gc.collect()
+        assert gone() is None  # the cache does not keep a network alive
+        assert activation_bytes_per_pixel(TransformerNet(Arch((32, 64, 128), 1)).eval()) > figure
+
+
 def test_check_memory_refuses_what_cannot_fit(monkeypatch) -> None:
     from fastnst import engine
     from fastnst.models import Arch, TransformerNet

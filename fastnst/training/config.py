@@ -102,6 +102,12 @@ class TrainConfig:
     prior_jitter: float = field(default=0.5, metadata=_h(
         "video networks: std (px) of a smooth error added to the flow that carries the prior, as a real "
         "flow's errors, so the net re-anchors its prior on the frame instead of copying it"))
+    prior_motion: str = field(default="known", metadata=_h(
+        "video networks: what carries the prior and masks it: known = the synthetic flow (with "
+        "--prior-jitter) and its occlusions; estimated = the inference motion stage itself (DIS flow "
+        "between the two input frames, its forward-backward and photometric trust, eroded), so the net "
+        "meets DIS's errors (flat regions, noise) in training and learns where not to copy",
+        choices=("known", "estimated")))
     prior_erode: int = field(default=3, metadata=_h(
         "video networks: side of the minimum filter applied to the prior's mask (px, odd), so edges "
         "are not carried over"))

@@ -59,6 +59,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -69,6 +70,7 @@ from ..fileio import atomic_path, load_torch_weights, read_log_rows, write_json,
 from ..flow import erode_mask, synthetic_flow, warp
 from ..images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
 from ..models import PRESETS, Arch, TransformerNet, expand_to_video, video_input
+from ..motion import Motion
 from ..perceptual import PerceptualLoss, load_extractor, normalise_weights
 from ..pictures import MatplotlibMissing, plot_loss_curves
 from ..styles import family_of, load_style, load_style_file, save_style
@@ -364,6 +366,39 @@ class _MovingObjects:
         return x, box, inside * (1 - box) * (1 - was)
 
 
+class _EstimatedMotion:
+    """The inference motion stage (:class:`fastnst.motion.Motion`: DIS, trust, erosion) run on a chain
+    of training frames, one per sample, so a video network is trained on the priors it will get."""
+
+    def __init__(self, erode: int) -> None:
+        self.erode = erode
+        self.motions: list[Motion] = []
+
+    @staticmethod
+    def _hwc(t: torch.Tensor) -> np.ndarray:
+        return t.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+    def start(self, x: torch.Tensor) -> None:
+        """The chain's first frames ``(B,3,H,W)``."""
+        while len(self.motions) < x.shape[0]:
+            self.motions.append(Motion(erode=self.erode))
+        for m, xi in zip(self.motions, x):
+            m.reset()
+            m.update(self._hwc(xi))
+
+    def carry(self, x: torch.Tensor, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next frames ``x`` ``(B,3,H,W)``: ``(prev carried onto them (B,3,H,W), mask (B,1,H,W))``,
+        as :meth:`Motion.carry` and :meth:`Motion.prior_mask` give them at inference (zeros at a cut)."""
+        carried, masks = torch.zeros_like(prev, dtype=torch.float32), torch.zeros_like(x[:, :1], dtype=torch.float32)
+        for i, (m, xi) in enumerate(zip(self.motions, x)):
+            m.update(self._hwc(xi))
+            mask = m.prior_mask()
+            if mask is not None:
+                carried[i] = torch.from_numpy(m.carry(self._hwc(prev[i]))).permute(2, 0, 1)
+                masks[i] = torch.from_numpy(mask).permute(2, 0, 1)
+        return carried, masks
+
+
 # --- the run ----------------------------------------------------------------------------------------
 
 
@@ -425,6 +460,8 @@ class _Trainer:
         self.video = self.arch.video
         # a video network always trains on pairs: the second frame is where its prior comes from
         self.temporal = (cfg.steadiness_weight if self.distilling else cfg.temporal_weight) > 0 or self.video
+        self.estimated_motion = (_EstimatedMotion(cfg.prior_erode)
+                                 if self.video and cfg.prior_motion == "estimated" else None)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.start_step, self.seconds0, self.history = 0, 0.0, []
         self.curve_note = ""  # set when the loss curve cannot be drawn (no matplotlib): noted once
@@ -624,10 +661,16 @@ class _Trainer:
 
         def fed(x: torch.Tensor, prev: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
             """``x`` with ``prev`` carried by a flow with errors, as at inference, and the eroded trust."""
+            if estimated is not None:
+                carried, mask = estimated.carry(x, prev)
+                return video_input(x, carried.to(dev), mask.to(dev) * kept)
             return video_input(x, warp(prev, flow + jitter)[0], erode_mask(trust, cfg.prior_erode) * kept)
 
         with torch.no_grad():
             x, box = objects.into(x1, 0)
+            estimated = self.estimated_motion
+            if estimated is not None:
+                estimated.start(x)
             prev = self.model(video_input(x)).float().clamp(0, 1)
             for k in range(1, frames - 1):
                 x, box, trust = objects.into_next(clean, k, box, flow, inside)

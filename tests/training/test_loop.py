@@ -383,7 +383,8 @@ def test_warmup_ramps_the_learning_rate_linearly_then_holds():
         train(parse_config(["--content", "x", "--style", "y", "--warmup-steps", "-1"]))
 
 
-def test_a_video_network_trains_from_a_per_frame_one_and_starts_as_it(photos, tmp_path):
+@pytest.mark.parametrize("prior_motion", ["known", "estimated"])
+def test_a_video_network_trains_from_a_per_frame_one_and_starts_as_it(photos, tmp_path, prior_motion):
     """--preset video --init LITE: step 0 computes exactly the lite net (zero prior weights); training
     with priors, an unrolled chain and empty priors runs, lowers the loss and moves the prior weights."""
     from fastnst.models import video_input
@@ -400,13 +401,36 @@ def test_a_video_network_trains_from_a_per_frame_one_and_starts_as_it(photos, tm
     with torch.no_grad():
         assert torch.allclose(video(video_input(x, prior, mask)), base(x), atol=2e-3)  # fp16 file, same net
 
+    # DIS trusts little of a 32-px crop of these smooth photos: the estimated motion trains at 64 px
     run = train(tiny_config(photos, tmp_path, steps=12, preset="video", init=str(lite.output), lr=3e-3,
-                            unroll=3, unroll_after=0.5, out_dir=str(tmp_path / "v"),
-                            output=str(tmp_path / "v.safetensors"), **common))
+                            unroll=3, unroll_after=0.5, prior_motion=prior_motion, out_dir=str(tmp_path / "v"),
+                            output=str(tmp_path / "v.safetensors"),
+                            **{**common, "image_size": 32 if prior_motion == "known" else 64}))
     log = _log(tmp_path / "v")
     assert np.mean([r["total"] for r in log[-3:]]) < np.mean([r["total"] for r in log[:3]])
     trained = load_style(run.output).net
     assert trained.first_conv.weight[:, 12:].abs().sum() > 0  # the prior is used
+
+
+def test_estimated_priors_are_the_inference_motion_stage():
+    """prior_motion = estimated: a textured frame moved by 3 px comes back carried onto the next
+    frame where trusted, the mask is the inference one (binary, edges eroded), and a cut trusts nothing."""
+    from fastnst.training.loop import _EstimatedMotion
+
+    g = torch.Generator().manual_seed(0)
+    texture = torch.nn.functional.interpolate(torch.rand(2, 3, 24, 24, generator=g), size=96, mode="bicubic",
+                                              align_corners=False).clamp(0, 1)
+    first, second = texture[..., :, :80], texture[..., :, 3:83]  # the scene moves 3 px to the left
+    motion = _EstimatedMotion(erode=3)
+    motion.start(first)
+    carried, mask = motion.carry(second, first)  # carrying the input itself: must land on the second frame
+    assert set(mask.unique().tolist()) <= {0.0, 1.0} and mask.shape == (2, 1, 96, 80)
+    assert mask[..., 8:-8, 8:-8].mean() > 0.9 and mask[..., -2:].mean() < 0.5  # the entering strip is not
+    inner = mask.bool().expand_as(carried)
+    assert (carried - second).abs()[inner].mean() < 0.02 < (first - second).abs()[inner].mean()
+    motion.start(first)
+    carried, mask = motion.carry(torch.rand(2, 3, 96, 80, generator=g), first)  # a cut
+    assert mask.sum() == 0 and carried.abs().sum() == 0
 
 
 def test_video_training_options_are_checked(photos, tmp_path):

@@ -1,7 +1,8 @@
 """The input's motion at working resolution, estimated once per frame and read by every stage that
 carries something over from the previous frame: the stabiliser and each video network's prior.
 
-For each new frame ``t`` (float RGB ``(h,w,3)`` in [0,1]):
+For each new frame ``t`` (float RGB ``(h,w,3)`` in [0,1]), on the frame shrunk to :data:`DEFAULT_SCALE`
+(the flow and trust are then brought back to the frame's size):
 
 1. optical flow between the input frames ``t`` and ``t−1`` in both directions (OpenCV DIS: its
    ultrafast preset plus 5 iterations of variational refinement, 1.5 ms a flow at 213×501 on this
@@ -28,6 +29,13 @@ import numpy as np
 
 # DIS needs at least 12 px a side; frames that small have no motion worth following.
 MIN_SIDE = 16
+# The flow and its checks run on the frame shrunk by this factor, never to under MIN_FLOW_SIDE px a
+# side (DIS's 8-px patches need room). At the working size they cost as much as the lite network.
+# Measured on bikes.mp4 at 213×501, Zen 5, 2 cores (per frame; E_warp of starry_night_lite with the
+# stabiliser, × the floor): scale 1: 6.9 ms, 1.59×; 0.67: 2.9 ms, 1.67×; 0.5: 2.0 ms, 1.74×; whole
+# `fastnst stylize bikes.mp4` 5.1 / 4.2 / 4.0 s. vtest.avi: 0.27× / 0.28× / 0.29×.
+DEFAULT_SCALE = 0.67
+MIN_FLOW_SIDE = 96
 # DIS settings by name: (OpenCV preset, variational refinement iterations; None = the preset's own).
 # "refined" is the default. Without refinement DIS fills each 8-px patch grid from the patches around
 # it, so a walking person's motion smears onto the still ground beside them; a video network carries
@@ -37,6 +45,14 @@ MIN_SIDE = 16
 # either way.
 FLOW_PRESETS = {"ultrafast": ("ULTRAFAST", None), "refined": ("ULTRAFAST", 5), "fast": ("FAST", None),
                 "medium": ("MEDIUM", None)}
+
+
+def _remap(image: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """``image`` ``(h,w,C)`` sampled at ``(mx, my)`` (bilinear, border replicated), ``(h',w',C)``."""
+    import cv2
+
+    out = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out if out.ndim == image.ndim else out[..., None]
 
 
 def _sum_sq(v: np.ndarray) -> np.ndarray:
@@ -52,11 +68,13 @@ class Motion:
     over (a first frame, a cut, a change of size, a frame under 16 px a side). ``preset``: a key of
     :data:`FLOW_PRESETS`. ``photometric_tol``:
     input difference (in [0,1] units, mean over RGB) at which trust reaches 0. ``cut_fraction``: below
-    this fraction of trusted pixels the frame counts as a cut (:attr:`cuts` counts them).
+    this fraction of trusted pixels the frame counts as a cut (:attr:`cuts` counts them). ``scale``: the
+    flow and its checks run on the frame shrunk by this factor (never below :data:`MIN_FLOW_SIDE` px a
+    side), and the flow and trust are brought back to the frame's size (:data:`DEFAULT_SCALE`).
     """
 
     def __init__(self, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3, preset: str = "refined",
-                 erode: int = 3) -> None:
+                 erode: int = 3, scale: float | None = None) -> None:
         import cv2
 
         base, refine = FLOW_PRESETS[preset]
@@ -64,59 +82,84 @@ class Motion:
         if refine is not None:
             self._dis.setVariationalRefinementIterations(refine)
         self.photometric_tol, self.cut_fraction, self.erode = photometric_tol, cut_fraction, erode
+        self.scale = DEFAULT_SCALE if scale is None else scale
         self.cuts = 0
         self.trusted = 0.0  # fraction of pixels trusted in the last frame (diagnostics)
-        self._grid: tuple = ((0, 0), None, None)  # (size, xs, ys) of the last frame size
+        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.reset()
 
     def reset(self) -> None:
         """Forget the previous frame (a new stream)."""
         self._prev_gray: np.ndarray | None = None
         self._prev_in: np.ndarray | None = None
+        self._prev_shape: tuple[int, ...] | None = None
         self.trust: np.ndarray | None = None
         self._map: tuple[np.ndarray, np.ndarray] | None = None
         self._eroded: np.ndarray | None = None
 
     def _pixel_grid(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """Pixel x and y coordinates ``(h,w)`` float32, made once per frame size (the hot path)."""
-        if self._grid[0] != (h, w):
-            self._grid = ((h, w), *np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)))
-        return self._grid[1], self._grid[2]
+        if (h, w) not in self._grids:
+            if len(self._grids) > 4:  # sizes change rarely: keep the last few
+                self._grids.clear()
+            self._grids[h, w] = tuple(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)))
+        return self._grids[h, w]
+
+    def flow_shape(self, h: int, w: int) -> tuple[int, int]:
+        """The size the flow of an ``h × w`` frame is estimated at."""
+        s = min(1.0, max(self.scale, MIN_FLOW_SIDE / max(1, min(h, w))))
+        return (h, w) if s >= 1.0 else (max(1, round(h * s)), max(1, round(w * s)))
 
     def update(self, frame: np.ndarray) -> None:
         """The next input frame ``(h,w,3)`` float32 in [0,1]: flow and trust against the previous one."""
         import cv2
 
-        gray = cv2.cvtColor((frame * 255.0).round().clip(0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+        h, w = frame.shape[:2]
+        fh, fw = self.flow_shape(h, w)
+        small = frame if (fh, fw) == (h, w) else cv2.resize(frame, (fw, fh), interpolation=cv2.INTER_AREA)
+        gray = cv2.cvtColor((small * 255.0).round().clip(0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
         self.trust, self._map, self._eroded = None, None, None
-        prev = self._prev_gray
-        if prev is not None and prev.shape == gray.shape and min(gray.shape) >= MIN_SIDE:
-            trust = self._trust(frame, gray)
+        if self._prev_shape == frame.shape and min(gray.shape) >= MIN_SIDE:
+            trust, back = self._trust(small, gray)
             self.trusted = float(trust.mean())
             if self.trusted >= self.cut_fraction:
-                self.trust = trust
+                self.trust, self._map = self._to_frame(trust, back, h, w)
             else:
                 self.cuts += 1
-        self._prev_gray, self._prev_in = gray, frame
+        self._prev_gray, self._prev_in, self._prev_shape = gray, small, frame.shape
 
-    def _trust(self, frame: np.ndarray, gray: np.ndarray) -> np.ndarray:
+    def _trust(self, frame: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(trust (h,w,1), backward flow (h,w,2))`` at the flow's size."""
         back = self._dis.calc(gray, self._prev_gray, None)  # current → previous
         fwd = self._dis.calc(self._prev_gray, gray, None)  # previous → current
         h, w = gray.shape
         gx, gy = self._pixel_grid(h, w)
         mx, my = gx + back[..., 0], gy + back[..., 1]
-        self._map = (mx, my)
         # Forward-backward check (Sundaram et al. 2010): the forward flow seen from here must undo the
         # backward flow, else the pixel was occluded in one of the frames.
-        fwd_here = self.carry(fwd)
+        fwd_here = _remap(fwd, mx, my)
         err = _sum_sq(back + fwd_here)
         consistent = err <= 0.01 * (_sum_sq(back) + _sum_sq(fwd_here)) + 0.5
         inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
         # Photometric check of the *input*: where it no longer matches, nothing is carried over.
-        diff = np.abs(self.carry(self._prev_in) - frame)
+        diff = np.abs(_remap(self._prev_in, mx, my) - frame)
         mismatch = (diff[..., 0] + diff[..., 1] + diff[..., 2]) * np.float32(1 / 3)
         photometric = np.clip(1.0 - mismatch / self.photometric_tol, 0.0, 1.0)
-        return ((consistent & inside) * photometric)[..., None].astype(np.float32)
+        return ((consistent & inside) * photometric)[..., None].astype(np.float32), back
+
+    def _to_frame(self, trust: np.ndarray, back: np.ndarray, h: int, w: int
+                  ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """The trust ``(h,w,1)`` and the sampling map of :meth:`carry` at the frame's size."""
+        import cv2
+
+        fh, fw = trust.shape[:2]
+        if (fh, fw) != (h, w):
+            trust = cv2.resize(trust, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
+            back = cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR)
+            back[..., 0] *= w / fw
+            back[..., 1] *= h / fh
+        gx, gy = self._pixel_grid(h, w)
+        return trust, (gx + back[..., 0], gy + back[..., 1])
 
     def carry(self, image: np.ndarray) -> np.ndarray:
         """An ``(h,w,C)`` float32 image of the previous frame moved onto the current one (bilinear,
@@ -125,8 +168,7 @@ class Motion:
 
         if self._map is None:
             raise RuntimeError("no motion to carry along: check Motion.trust first")
-        out = cv2.remap(image, *self._map, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return out if out.ndim == image.ndim else out[..., None]
+        return _remap(image, *self._map)
 
     def prior_mask(self) -> np.ndarray | None:
         """The video networks' mask ``(h,w,1)`` (the module docstring; the frame's border does not erode),
@@ -144,4 +186,4 @@ class Motion:
         return self._eroded
 
 
-__all__ = ["FLOW_PRESETS", "MIN_SIDE", "Motion"]
+__all__ = ["DEFAULT_SCALE", "FLOW_PRESETS", "MIN_FLOW_SIDE", "MIN_SIDE", "Motion"]

@@ -23,6 +23,11 @@ direct path for it: the last conv makes a fourth channel, a gate ``g = MAX_GATE 
 output is ``rgb + g · M · (prior − rgb)`` — the network paints, and decides per pixel how much of the
 trusted prior to keep (measured: without the gate, a lite video network fine-tuned from the twin
 flickered more *with* its prior than without, its strokes redrawn a little shifted every frame).
+With ``Arch.carry`` (the ``video`` preset), the gate keeps only the prior's *detail*, its difference from
+the painting minus that difference's local mean over trusted pixels (:func:`tent_blur`): strokes travel
+with the scene, while colours and shapes always come from the current frame's painting. Measured with
+the whole prior kept (runs G and J of ``weights/README.md``): content fed back frame after frame
+blurred into smears within ~10 frames of a cut, and a person walking out of the shot stayed painted.
 The first conv's prior inputs start at zero weights and the gate nearly shut (σ(−8)), so at step 0 it
 is the network it was fine-tuned from (:func:`expand_to_video`). Given a plain 3-channel frame it runs
 with an empty prior (a first frame, a still image) and the gate has nothing to keep.
@@ -65,6 +70,9 @@ class Arch:
     n_residual: int = 5
     stem: str = "conv9"
     video: bool = False  # takes the warped previous output and its mask too (video_input)
+    # A video network's gate keeps, of the prior, 0: all of it; k > 0: only its detail (minus a tent blur
+    # 2k−1 wide, tent_blur), so the coarse picture always comes from the current painting (module docstring)
+    carry: int = 0
 
     def to_dict(self) -> dict:
         d = {"widths": list(self.widths), "n_residual": self.n_residual}
@@ -72,16 +80,20 @@ class Arch:
             d["stem"] = self.stem
         if self.video:  # nor did files written before video networks: per-frame
             d["video"] = True
+        if self.carry:
+            d["carry"] = self.carry
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Arch:
         try:
             widths = tuple(int(x) for x in d["widths"])
-            stem, video = d.get("stem", "conv9"), d.get("video", False)
-            if len(widths) != 3 or stem not in STEMS or not isinstance(video, bool):
+            stem, video, carry = d.get("stem", "conv9"), d.get("video", False), d.get("carry", 0)
+            if (len(widths) != 3 or stem not in STEMS or not isinstance(video, bool) or not isinstance(carry, int)
+                    or carry < 0 or (carry and (carry % 2 == 0 or not video))):
                 raise ValueError
-            return cls(widths=widths, n_residual=int(d["n_residual"]), stem=stem, video=video)  # type: ignore[arg-type]
+            return cls(widths=widths, n_residual=int(d["n_residual"]), stem=stem, video=video,  # type: ignore[arg-type]
+                       carry=carry)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FastNSTError(f"Invalid network description {d!r}.") from exc
 
@@ -108,8 +120,8 @@ PRESETS: dict[str, Arch] = {
     # No full-resolution layer: ~7.6 k multiply-adds per output pixel against fast's 33.5 k (see
     # the module docstring and benchmarks/speed.py); the shipped *_lite styles are fast's distilled twins.
     "lite": Arch((16, 32, 64), 3, "unshuffle"),
-    # lite fed its own previous output (module docstring); fine-tuned from a lite twin
-    "video": Arch((16, 32, 64), 3, "unshuffle", video=True),
+    # lite fed its own previous output (module docstring), keeping only its detail; fine-tuned from a twin
+    "video": Arch((16, 32, 64), 3, "unshuffle", video=True, carry=5),
 }
 
 
@@ -208,7 +220,15 @@ class TransformerNet(nn.Module):
         """A video network's output from the decoder's ``y`` ``(B,4,H,W)`` (RGB and the gate logit) and
         its input ``x`` ``(B,7,H,W)``: ``rgb + g · (prior·M − M · rgb)``, ``g = MAX_GATE · σ(z)``."""
         rgb, gate = y[:, :3], MAX_GATE * torch.sigmoid(y[:, 3:4].float()).to(y.dtype)
-        return rgb + gate * (x[:, 3:6].to(y.dtype) - x[:, 6:7].to(y.dtype) * rgb)
+        mask = x[:, 6:7].to(y.dtype)
+        kept = x[:, 3:6].to(y.dtype) - mask * rgb
+        if self.arch.carry:
+            # the detail: minus the local mean over *trusted* pixels only (a plain blur would spread
+            # the trusted difference, negated, into the untrusted pixels next to them: ghosts)
+            k, m = self.arch.carry, mask.float()
+            mean = tent_blur(kept.float(), k) / tent_blur(m, k).clamp_min(1e-3)
+            kept = kept - (m * mean).to(y.dtype)
+        return rgb + gate * kept
 
     def forward(self, x: torch.Tensor, *, painted: bool = False):
         """The output; with ``painted=True`` (video networks, training) ``(output, painting)``, the
@@ -258,6 +278,17 @@ def expand_to_video(state: dict[str, torch.Tensor], arch: Arch) -> dict[str, tor
             "decoder.2.conv.bias": torch.cat([last_b, last_b.new_full((n,), GATE_BIAS)])}
 
 
+def tent_blur(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``(B,C,H,W)`` blurred by a ``k``×``k`` box (odd ``k``; the window cut at the borders) twice: a
+    tent ``2k−1`` wide. Twice, because a box's frequency response has negative lobes, so ``x − box(x)``
+    amplifies some frequencies (by up to 1.22): fed back frame after frame, they grew (measured: a
+    ghost that grew with time). A tent's response, a box's squared, is never negative."""
+    for _ in range(2):
+        x = F.avg_pool2d(x, (1, k), 1, (0, k // 2), count_include_pad=False)
+        x = F.avg_pool2d(x, (k, 1), 1, (k // 2, 0), count_include_pad=False)
+    return x
+
+
 def icnr_(conv: nn.Conv2d, scale: int) -> None:
     """ICNR initialisation (Aitken et al. 2017) of a conv feeding ``PixelShuffle(scale)``: the
     ``scale²`` sub-pixel filters of each output channel start equal, so the shuffled output is a
@@ -283,4 +314,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["GATE_BIAS", "MAX_GATE", "PRESETS", "STEMS", "Arch", "ConvLayer", "ResidualBlock", "TransformerNet", "UpsampleConvLayer",
-           "build_model", "count_parameters", "expand_to_video", "icnr_", "video_input"]
+           "build_model", "count_parameters", "expand_to_video", "icnr_", "tent_blur", "video_input"]

@@ -194,6 +194,35 @@ def test_video_networks_are_described_loaded_and_start_as_their_per_frame_networ
             expand_to_video(video.state_dict(), video.arch)  # already a video network
 
 
+def test_a_detail_carrying_gate_keeps_the_priors_strokes_but_not_its_colour():
+    """``Arch.carry``: with the gate open, a prior that differs from the painting by a flat colour
+    changes nothing (the coarse picture is the current painting's: it cannot drift), a prior's fine
+    stripes come through, and untrusted pixels are the painting's, even next to trusted ones."""
+    from fastnst.models import video_input
+
+    arch = PRESETS["video"]
+    assert arch.carry > 0 and Arch.from_dict(arch.to_dict()).carry == arch.carry
+    for bad in (4, -1):
+        with pytest.raises(FastNSTError):
+            Arch.from_dict({**arch.to_dict(), "carry": bad})
+    with pytest.raises(FastNSTError):
+        Arch.from_dict({**PRESETS["lite"].to_dict(), "carry": 5})  # a per-frame net carries nothing
+    net = TransformerNet(arch).train()  # unclamped outputs (instance norm is the same in train mode)
+    with torch.no_grad():
+        net.last_conv.bias[12:].fill_(12.0)  # the gate wide open
+        x = torch.rand(1, 3, 48, 64)
+        paint = net(x)  # no prior: the painting itself
+        mask = torch.ones(1, 1, 48, 64)
+        mask[..., 40:] = 0  # the right-hand columns are not trusted
+        assert (net(video_input(x, paint + 0.3, mask)) - paint).abs().max() < 1e-4  # a flat offset: nothing
+        stripes = paint.clone()
+        stripes[..., ::2] += 0.2
+        striped = net(video_input(x, stripes, mask))
+        kept = (striped - paint)[..., 8:-8, 8:30]
+        assert float(kept[..., ::2].mean() - kept[..., 1::2].mean()) > 0.9 * 0.95 * 0.2  # the detail is kept
+        assert torch.allclose(striped[..., 40:], paint[..., 40:], atol=1e-6)  # untrusted: the painting's
+
+
 def test_video_input_multiplies_the_prior_by_its_mask():
     from fastnst.models import video_input
 

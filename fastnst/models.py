@@ -25,9 +25,9 @@ trusted prior to keep (measured: without the gate, a lite video network fine-tun
 flickered more *with* its prior than without, its strokes redrawn a little shifted every frame).
 With ``Arch.carry`` (the ``video`` preset), the gate keeps only the prior's *detail*, its difference from
 the painting minus that difference's local mean over trusted pixels (:func:`tent_blur`): strokes travel
-with the scene, while colours and shapes always come from the current frame's painting. Measured with
-the whole prior kept (runs G and J of ``weights/README.md``): content fed back frame after frame
-blurred into smears within ~10 frames of a cut, and a person walking out of the shot stayed painted.
+with the scene, while the gate passes on none of the prior's colours and shapes; those are the current
+painting's. Measured with the whole prior kept (runs G and J of ``weights/README.md``): content fed
+back frame after frame blurred into smears within ~10 frames of a cut.
 The first conv's prior inputs start at zero weights and the gate nearly shut (σ(−8)), so at step 0 it
 is the network it was fine-tuned from (:func:`expand_to_video`). Given a plain 3-channel frame it runs
 with an empty prior (a first frame, a still image) and the gate has nothing to keep.

@@ -202,6 +202,9 @@ class TransformerNet(nn.Module):
                 self.first_conv.weight[:, rgb:].zero_()
                 self.last_conv.weight[rgb:].zero_()
                 self.last_conv.bias[rgb:].fill_(GATE_BIAS)
+        if self.arch.carry:
+            # a constant of the graph, not weights (not in the state dict): exporters see its shape
+            self.register_buffer("tent", tent_kernel(self.arch.carry, 4), persistent=False)
 
     @property
     def out_channels(self) -> int:
@@ -225,8 +228,9 @@ class TransformerNet(nn.Module):
         if self.arch.carry:
             # the detail: minus the local mean over *trusted* pixels only (a plain blur would spread
             # the trusted difference, negated, into the untrusted pixels next to them: ghosts)
-            k, m = self.arch.carry, mask.float()
-            mean = tent_blur(kept.float(), k) / tent_blur(m, k).clamp_min(1e-3)
+            m = mask.float()
+            blurred = tent_blur(torch.cat([kept.float(), m], 1), self.tent)  # one pass for both
+            mean = blurred[:, :3] / blurred[:, 3:].clamp_min(1e-3)
             kept = kept - (m * mean).to(y.dtype)
         return rgb + gate * kept
 
@@ -278,15 +282,25 @@ def expand_to_video(state: dict[str, torch.Tensor], arch: Arch) -> dict[str, tor
             "decoder.2.conv.bias": torch.cat([last_b, last_b.new_full((n,), GATE_BIAS)])}
 
 
-def tent_blur(x: torch.Tensor, k: int) -> torch.Tensor:
-    """``(B,C,H,W)`` blurred by a ``k``×``k`` box (odd ``k``; the window cut at the borders) twice: a
-    tent ``2k−1`` wide. Twice, because a box's frequency response has negative lobes, so ``x − box(x)``
-    amplifies some frequencies (by up to 1.22): fed back frame after frame, they grew (measured: a
-    ghost that grew with time). A tent's response, a box's squared, is never negative."""
-    for _ in range(2):
-        x = F.avg_pool2d(x, (1, k), 1, (0, k // 2), count_include_pad=False)
-        x = F.avg_pool2d(x, (k, 1), 1, (k // 2, 0), count_include_pad=False)
-    return x
+def tent_kernel(k: int, channels: int) -> torch.Tensor:
+    """A tent ``2k−1`` wide (odd ``k``), normalised, as a depthwise kernel ``(channels,1,1,2k−1)``."""
+    tent = torch.cat([torch.arange(1, k + 1), torch.arange(k - 1, 0, -1)]).float()
+    return (tent / tent.sum()).repeat(channels, 1, 1, 1)
+
+
+def tent_blur(x: torch.Tensor, kernel: torch.Tensor | int) -> torch.Tensor:
+    """``(B,C,H,W)`` convolved with a tent (:func:`tent_kernel` ``(C,1,1,2k−1)``, or ``k``), zeros
+    beyond the borders, as two depthwise 1-D convolutions. A tent is a ``k``-box applied twice, and a
+    box alone would not do: its frequency response has negative lobes, so ``x − box(x)`` amplifies some
+    frequencies (by up to 1.22), and fed back frame after frame they grew (measured: a ghost that grew
+    with time). A tent's response, a box's squared, is never negative. Convolutions, not pooling:
+    OpenVINO runs them, on the 4 channels at once, in 3 ms less than four pooling passes per tensor at
+    213×501 (measured on the Zen 5)."""
+    if isinstance(kernel, int):
+        kernel = tent_kernel(kernel, x.shape[1])
+    kernel, r = kernel.to(x), kernel.shape[-1] // 2
+    x = F.conv2d(x, kernel, padding=(0, r), groups=kernel.shape[0])
+    return F.conv2d(x, kernel.transpose(-1, -2), padding=(r, 0), groups=kernel.shape[0])
 
 
 def icnr_(conv: nn.Conv2d, scale: int) -> None:
@@ -314,4 +328,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["GATE_BIAS", "MAX_GATE", "PRESETS", "STEMS", "Arch", "ConvLayer", "ResidualBlock", "TransformerNet", "UpsampleConvLayer",
-           "build_model", "count_parameters", "expand_to_video", "icnr_", "tent_blur", "video_input"]
+           "build_model", "count_parameters", "expand_to_video", "icnr_", "tent_blur", "tent_kernel", "video_input"]

@@ -111,6 +111,10 @@ class TrainConfig:
     prior_erode: int = field(default=3, metadata=_h(
         "video networks: side of the minimum filter applied to the prior's mask (px, odd), so edges "
         "are not carried over"))
+    carry: int = field(default=0, metadata=_h(
+        "video networks: side k of the box that, applied twice (a tent 2k-1 px wide), splits the prior into the "
+        "coarse picture (always the current painting's) and the detail the gate carries (odd; 0: the "
+        "preset's, 5); wider carries larger strokes along, and more of what the flow got wrong"))
     content_layers: dict[str, float] = field(default_factory=lambda: dict(JOHNSON_CONTENT_LAYERS),
                                              metadata=_h("content taps NAME[:W],…", metavar="LAYERS"))
     style_layers: dict[str, float] = field(default_factory=lambda: dict(GATYS_STYLE_LAYERS),

@@ -122,7 +122,8 @@ def parse_arch(cfg: TrainConfig) -> tuple[Arch, str]:
     if not cfg.arch:
         if cfg.preset not in PRESETS:
             raise FastNSTError(f"Unknown preset {cfg.preset!r}; choose one of {sorted(PRESETS)}.")
-        return PRESETS[cfg.preset], cfg.preset
+        arch = PRESETS[cfg.preset]
+        return (replace(arch, carry=cfg.carry) if cfg.carry else arch), cfg.preset
     try:
         widths, _, res = cfg.arch.partition(":")
         w = tuple(int(x) for x in widths.split(","))
@@ -336,6 +337,10 @@ def _validate(cfg: TrainConfig) -> None:
         raise FastNSTError("--empty-prior and --unroll-after must be fractions from 0 to 1.")
     if cfg.unroll < 2 or cfg.prior_erode < 1 or cfg.prior_erode % 2 == 0:
         raise FastNSTError("--unroll must be at least 2 and --prior-erode an odd number of pixels.")
+    if cfg.carry and (cfg.carry < 0 or cfg.carry % 2 == 0 or cfg.arch
+                      or not getattr(PRESETS.get(cfg.preset), "carry", 0)):
+        raise FastNSTError("--carry must be an odd number of pixels, and only a detail-carrying video "
+                           "network (--preset video) has it.")
     if min(cfg.log_every, cfg.workers, cfg.threads, cfg.sample_every, cfg.checkpoint_every, cfg.val_images) < 0:
         raise FastNSTError("--log-every, --workers, --threads, --sample-every, --checkpoint-every and "
                            "--val-images must be ≥ 0.")

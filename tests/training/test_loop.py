@@ -436,6 +436,16 @@ def test_estimated_priors_are_the_inference_motion_stage():
 def test_video_training_options_are_checked(photos, tmp_path):
     from fastnst.training.loop import train
 
-    for bad in ({"empty_prior": 1.5}, {"unroll": 1}, {"prior_erode": 4}, {"unroll_after": -0.1}):
+    for bad in ({"empty_prior": 1.5}, {"unroll": 1}, {"prior_erode": 4}, {"unroll_after": -0.1}, {"carry": 4},
+                {"carry": -3}, {"carry": 9, "preset": "lite"}, {"carry": 9, "arch": "8,16,16:1"}):
         with pytest.raises(FastNSTError):
-            train(tiny_config(photos, tmp_path, steps=1, preset="video", arch="", **bad))
+            train(tiny_config(photos, tmp_path, steps=1, **{"preset": "video", "arch": "", **bad}))
+
+
+def test_carry_sets_the_video_networks_tent():
+    from fastnst.models import PRESETS
+    from fastnst.training.loop import parse_arch
+
+    assert parse_arch(TrainConfig(content=["x"], preset="video"))[0] == PRESETS["video"]
+    arch, preset = parse_arch(TrainConfig(content=["x"], preset="video", carry=9))
+    assert preset == "video" and arch.carry == 9 and arch.video and arch.widths == PRESETS["video"].widths

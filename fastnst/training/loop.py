@@ -30,7 +30,11 @@ Video networks (``--preset video``, Ruder et al. 2018): the net also takes its o
 carried along the flow, ``P = W(O_prev, f)``, times an eroded trust mask ``M̃`` (:func:`fastnst.models.video_input`).
 From a pair, ``O₁ = N(frame1, ∅)`` is computed without gradient and ``O₂ = N(frame2, P·M̃)``; late in
 training (``unroll_after``) the chain runs ``unroll`` frames, each next frame the last one moved by the
-same flow again, so the net learns from priors it made itself. A share ``empty_prior`` of the samples
+same flow again, so the net learns from priors it made itself. Every frame of a chain has noise and a
+brightness of its own (``frame_noise``, ``frame_brightness``), as a camera's frames do: were frames 3
+and 4 warps of the noisy frame 2, their noise would move with the scene, and the net would never learn
+that texture drawn from noise must give way to the prior (measured: a network trained so repainted
+bikes.mp4's asphalt on every frame with its gate shut). A share ``empty_prior`` of the samples
 gets ``M̃ = 0``. The content, style and TV terms are taken on the chain's last output, and the temporal
 term (against ``P``, on the trusted pixels, for the output and for the painting under the gate) on
 those of its samples that were given a prior; the priors are detached, so no gradient reaches earlier
@@ -662,7 +666,7 @@ class _Trainer:
         objects = _MovingObjects(x1.roll(1, 0), *moving_occluders(frames, b, s, cfg.occluders, g, dev))
         jitter = synthetic_flow(b, s, s, max_shift=cfg.prior_jitter, max_zoom=0.0, max_rotate_deg=0.0,
                                 local_amplitude=cfg.prior_jitter, generator=g, device=dev)
-        second, travelled = clean, torch.zeros_like(flow)
+        total = flow  # from the chain's next frame back to frame 1 (composed, so one resampling a frame)
 
         def fed(x: torch.Tensor, prev: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
             """``x`` with ``prev`` carried by a flow with errors, as at inference, and the eroded trust."""
@@ -672,7 +676,7 @@ class _Trainer:
             return video_input(x, warp(prev, flow + jitter)[0], erode_mask(trust, cfg.prior_erode) * kept)
 
         with torch.no_grad():
-            x, box = objects.into(x1, 0)
+            x, box = objects.into(self._camera(x1, g), 0)
             estimated = self.estimated_motion
             if estimated is not None:
                 estimated.start(x)
@@ -680,10 +684,10 @@ class _Trainer:
             for k in range(1, frames - 1):
                 x, box, trust = objects.into_next(clean, k, box, flow, inside)
                 prev = self.model(fed(x, prev, trust)).float().clamp(0, 1)
-                # the next frame: the same motion again, warped from frame 2 along the composed flow
-                # (one resampling, not one per frame: a chain of bilinear warps blurs)
-                travelled = flow + warp(travelled, flow)[0]
-                clean = warp(second, travelled)[0]
+                # the next frame: the same motion again, warped from frame 1 along the composed flow
+                # (one resampling, not one per frame: a chain of bilinear warps blurs), its own noise
+                total = flow + warp(total, flow)[0]
+                clean = self._camera(warp(x1, total)[0], g)
         x, _, trust = objects.into_next(clean, frames - 1, box, flow, inside)
         y, paint = self.model(fed(x, prev, trust), painted=True)
         l_content, l_style, l_tv = self.loss(y, self.loss.content_targets(x))
@@ -699,6 +703,14 @@ class _Trainer:
             l_temporal = l_temporal + cfg.empty_temporal * cfg.temporal_weight * losses.temporal_loss(
                 y, carried, trust * (1 - kept))
         return [l_content, l_style, l_tv, l_temporal, l_content + l_style + l_tv + l_temporal]
+
+    def _camera(self, frames: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """``frames`` ``(B,3,H,W)`` with a brightness and a sensor noise of their own, drawn from ``g`` as the
+        data's second frames are (:mod:`fastnst.training.data`)."""
+        cfg, b = self.cfg, frames.shape[0]
+        gain = 1.0 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * cfg.frame_brightness
+        noise = torch.randn(frames.shape, generator=g) * cfg.frame_noise
+        return (frames * gain.to(frames) + noise.to(frames)).clamp(0, 1)
 
     def _distill_terms(self, batch: Mapping[str, torch.Tensor], x1: torch.Tensor) -> list[torch.Tensor]:
         """The distillation loss of the module docstring on one batch (both frames in one pass)."""

@@ -412,6 +412,30 @@ def test_a_video_network_trains_from_a_per_frame_one_and_starts_as_it(photos, tm
     assert trained.first_conv.weight[:, 12:].abs().sum() > 0  # the prior is used
 
 
+def test_each_frame_of_a_video_chain_has_its_own_noise(photos, tmp_path, monkeypatch):
+    """A camera's frames each have their own noise: with no motion at all, the frames of an unrolled
+    chain (all the network is given) still differ by fresh noise of ``frame_noise``, frame after frame."""
+    from fastnst.models import TransformerNet
+    from fastnst.training.loop import train
+
+    seen: list[torch.Tensor] = []
+    forward = TransformerNet.forward
+
+    def spy(self, x, **kw):
+        seen.append(x[:, :3].detach().float().clone())
+        return forward(self, x, **kw)
+
+    monkeypatch.setattr(TransformerNet, "forward", spy)
+    still = {"flow_shift": 0.0, "flow_zoom": 0.0, "flow_rotate": 0.0, "flow_local": 0.0, "frame_brightness": 0.0}
+    train(tiny_config(photos, tmp_path, steps=1, preset="video", arch="", unroll=4, unroll_after=0.0, occluders=0.0,
+                      frame_noise=0.05, val_images=0, **still))
+    frames = seen[:4]  # frame 1 (no prior), 2 and 3 (under no_grad), 4 (the loss's)
+    assert len(frames) == 4
+    for a, b in zip(frames, frames[1:]):
+        inner = (a - b)[..., 4:-4, 4:-4]
+        assert 0.05 < float(inner.std()) < 0.09  # two independent draws of std 0.05: 0.07 (less the clamp)
+
+
 def test_estimated_priors_are_the_inference_motion_stage():
     """prior_motion = estimated: a textured frame moved by 3 px comes back carried onto the next
     frame where trusted, the mask is the inference one (binary, edges eroded), and a cut trusts nothing."""

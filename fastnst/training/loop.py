@@ -33,8 +33,9 @@ training (``unroll_after``) the chain runs ``unroll`` frames, each next frame th
 same flow again, so the net learns from priors it made itself. Every frame of a chain has noise and a
 brightness of its own (``frame_noise``, ``frame_brightness``), as a camera's frames do: were frames 3
 and 4 warps of the noisy frame 2, their noise would move with the scene, and the net would never learn
-that texture drawn from noise must give way to the prior (measured: a network trained so repainted
-bikes.mp4's asphalt on every frame with its gate shut). A share ``empty_prior`` of the samples
+that texture drawn from noise must give way to the prior (measured, run P against run K of
+weights/README.md: half the flicker on bikes.mp4 and vtest.avi at the same style distance). A share
+``empty_prior`` of the samples
 gets ``M̃ = 0``. The content, style and TV terms are taken on the chain's last output, and the temporal
 term (against ``P``, on the trusted pixels, for the output and for the painting under the gate) on
 those of its samples that were given a prior; the priors are detached, so no gradient reaches earlier

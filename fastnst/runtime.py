@@ -121,10 +121,25 @@ class TorchEngine:
         return y.float().clamp_(0, 1)
 
 
+def import_openvino():
+    """``openvino``, imported without its usage telemetry. ``import openvino`` imports its model
+    converter, which reports the import to Google Analytics unless the user opted out: from a child
+    process forked off a thread, which deadlocked a test run here on the resolver's lock (stack read with
+    gdb), and which costs time on every start. A stylizer has no business reporting its users; with
+    ``openvino_telemetry`` unimportable, OpenVINO uses its own no-op stub (``ovc.telemetry_stub``).
+    A process that imported the telemetry before us keeps it."""
+    import sys
+
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    import openvino
+
+    return openvino
+
+
 def openvino_available() -> str:
     """"" when OpenVINO can be imported, else why not (one line)."""
     try:
-        import openvino  # noqa: F401
+        import_openvino()
     except Exception as exc:  # noqa: BLE001 - a broken install raises more than ImportError
         return f"OpenVINO is not usable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     return ""
@@ -139,7 +154,7 @@ class OpenVINOEngine:
 
     def __init__(self, net: nn.Module, *, precision: str | None = None, threads: int = 0,
                  cache: Path | None = None) -> None:
-        import openvino as ov
+        ov = import_openvino()
 
         self.net = net.eval().requires_grad_(False).to("cpu", torch.float32)
         self.ov, self.core = ov, ov.Core()
@@ -296,6 +311,7 @@ __all__ = [
     "TorchEngine",
     "cache_root",
     "make_engine",
+    "import_openvino",
     "openvino_available",
     "parity_frame",
     "psnr",

@@ -204,6 +204,21 @@ def test_engine_choice_is_checked_and_torch_always_works() -> None:
     assert torch.equal(engine(x), _torch_out(_net(), x))
 
 
+@needs_openvino
+def test_openvino_is_imported_without_its_usage_telemetry() -> None:
+    """OpenVINO's converter reports its import to Google Analytics from a forked child (which deadlocked
+    a test run here): fastnst imports it with the telemetry package blocked, so OpenVINO's own no-op
+    stub is used. A fresh interpreter, as a user's process is."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from fastnst.runtime import openvino_available; assert not openvino_available(); "
+            "import openvino.tools.ovc as ovc; "
+            "print(type(ovc.telemetry).__module__, sys.modules.get('openvino_telemetry') is None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "True"]
+
+
 def test_without_openvino_auto_is_torch_with_a_note_and_openvino_is_refused(monkeypatch) -> None:
     from fastnst import runtime
 

@@ -125,7 +125,7 @@ def import_openvino():
     """``openvino``, imported without its usage telemetry. ``import openvino`` imports its model
     converter, which reports the import to Google Analytics unless the user opted out: from a child
     process forked off a thread, which deadlocked a test run here on the resolver's lock (stack read with
-    gdb), and which costs time on every start. A stylizer has no business reporting its users; with
+    gdb). A stylizer has no business reporting its users; with
     ``openvino_telemetry`` unimportable, OpenVINO uses its own no-op stub (``ovc.telemetry_stub``).
     A process that imported the telemetry before us keeps it."""
     import sys

@@ -53,6 +53,15 @@ class PairParams:
     frame_brightness: float = 0.05
 
 
+def camera(frames: torch.Tensor, brightness: float, noise: float, generator: torch.Generator) -> torch.Tensor:
+    """``frames`` ``(B,3,H,W)`` in [0,1] as a camera's: each frame a gain ``1 + U(±brightness)`` and a
+    sensor noise ``N(0, noise²)`` of its own, drawn from ``generator`` (on the CPU), clamped to [0,1]."""
+    b = frames.shape[0]
+    gain = 1.0 + (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * brightness
+    grain = torch.randn(frames.shape, generator=generator) * noise
+    return (frames * gain.to(frames) + grain.to(frames)).clamp(0, 1)
+
+
 def moving_occluders(frames: int, b: int, size: int, share: float, generator: torch.Generator,
                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Objects that move on their own across a chain of ``frames`` frames (video networks' training):
@@ -240,9 +249,7 @@ class TrainingPairs(Dataset):
         flow = synthetic_flow(1, self.size, self.size, max_shift=p.flow_shift, max_zoom=p.flow_zoom,
                               max_rotate_deg=p.flow_rotate, local_amplitude=p.flow_local, generator=g)
         frame2, valid = warp(frame1.unsqueeze(0), flow)
-        gain = 1.0 + (torch.rand((), generator=g).item() * 2 - 1) * p.frame_brightness
-        noise = torch.randn(frame2.shape, generator=g) * p.frame_noise
-        frame2 = (frame2 * gain + noise).clamp_(0, 1)
+        frame2 = camera(frame2, p.frame_brightness, p.frame_noise, g)
         return {"frame2": frame2[0], "flow": flow[0], "mask": valid[0]}
 
 

@@ -84,6 +84,7 @@ from . import dist
 from .config import TrainConfig, parse_config
 from .data import (
     PairParams,
+    camera,
     StreamSampler,
     TrainingPairs,
     center_square,
@@ -677,7 +678,7 @@ class _Trainer:
             return video_input(x, warp(prev, flow + jitter)[0], erode_mask(trust, cfg.prior_erode) * kept)
 
         with torch.no_grad():
-            x, box = objects.into(self._camera(x1, g), 0)
+            x, box = objects.into(camera(x1, cfg.frame_brightness, cfg.frame_noise, g), 0)
             estimated = self.estimated_motion
             if estimated is not None:
                 estimated.start(x)
@@ -688,7 +689,7 @@ class _Trainer:
                 # the next frame: the same motion again, warped from frame 1 along the composed flow
                 # (one resampling, not one per frame: a chain of bilinear warps blurs), its own noise
                 total = flow + warp(total, flow)[0]
-                clean = self._camera(warp(x1, total)[0], g)
+                clean = camera(warp(x1, total)[0], cfg.frame_brightness, cfg.frame_noise, g)
         x, _, trust = objects.into_next(clean, frames - 1, box, flow, inside)
         y, paint = self.model(fed(x, prev, trust), painted=True)
         l_content, l_style, l_tv = self.loss(y, self.loss.content_targets(x))
@@ -704,14 +705,6 @@ class _Trainer:
             l_temporal = l_temporal + cfg.empty_temporal * cfg.temporal_weight * losses.temporal_loss(
                 y, carried, trust * (1 - kept))
         return [l_content, l_style, l_tv, l_temporal, l_content + l_style + l_tv + l_temporal]
-
-    def _camera(self, frames: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """``frames`` ``(B,3,H,W)`` with a brightness and a sensor noise of their own, drawn from ``g`` as the
-        data's second frames are (:mod:`fastnst.training.data`)."""
-        cfg, b = self.cfg, frames.shape[0]
-        gain = 1.0 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * cfg.frame_brightness
-        noise = torch.randn(frames.shape, generator=g) * cfg.frame_noise
-        return (frames * gain.to(frames) + noise.to(frames)).clamp(0, 1)
 
     def _distill_terms(self, batch: Mapping[str, torch.Tensor], x1: torch.Tensor) -> list[torch.Tensor]:
         """The distillation loss of the module docstring on one batch (both frames in one pass)."""

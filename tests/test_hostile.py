@@ -395,6 +395,20 @@ def test_13_quick_mode_states_an_unreadable_painting_once(tmp_path: Path, capsys
     assert files(tmp_path) == {"bad.png"} and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("carry, preset", [("4", "video"), ("-3", "video"), ("9", "lite")])
+def test_a_bad_carry_is_one_sentence_and_starts_no_run(tmp_path: Path, capsys, carry: str, preset: str) -> None:
+    """``--carry`` (the video network's tent): even, negative, or on a network without a gate is refused
+    before anything is written."""
+    photos, style = tmp_path / "photos", tmp_path / "style.png"
+    photos.mkdir()
+    write_image(style, smooth_image(16, 16))  # a readable painting: only --carry is wrong
+    rc = cli.main(["train", "--content", str(photos), "--style", str(style), "--preset", preset,
+                   "--carry", carry, "--out-dir", str(tmp_path / "run")])
+    err = one_line(rc, capsys.readouterr().err)
+    assert "--carry" in err, err
+    assert files(tmp_path) == {"photos/", "style.png"} and not (tmp_path / "run").exists()
+
+
 # --- 1-3: folder mode -----------------------------------------------------------------------------
 
 

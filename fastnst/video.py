@@ -333,7 +333,11 @@ class _Window:
         if packet.size == 0 or packet.pts is None:
             return "skip"
         t = float(packet.pts * packet.time_base)
-        if self.t_start - 1e-6 <= t < self.t_end:
+        end = t + float((packet.duration or 0) * packet.time_base)
+        # A packet that ends inside the window holds some of its sound; from the file's start, so do the
+        # ones stamped before 0: AAC's priming packet (encoder delay), which the next one's decoding
+        # overlaps with, and which MP4 hides from players by an edit list.
+        if t < self.t_end and (self.t_start <= 0 or t >= self.t_start - 1e-6 or end > self.t_start + 1e-6):
             return "keep"
         return "stop" if self.done and t >= self.t_end else "skip"
 

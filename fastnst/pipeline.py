@@ -425,6 +425,7 @@ def _video_result(run: _Run, seconds: float) -> VideoResult:
         notes.append(f"the video ended at {run.last_time:.1f} s although its header says {src.declared:.1f} s "
                      "(truncated file?)")
     notes += _schedule_notes(run.schedule, run.last_time)
+    notes += list(dict.fromkeys(s.engine_note for s in run.mixer.stylizers.values() if s.engine_note))
     if run.stabilizer is not None and run.stabilizer.cuts:
         notes.append(f"stabilisation restarted at {run.stabilizer.cuts} shot cut(s)")
     return VideoResult(

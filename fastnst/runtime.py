@@ -115,10 +115,25 @@ class TorchEngine:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         x = x.to(next(self.net.parameters()).dtype).contiguous(memory_format=fmt)
         with autocast(self.device, None if self.device.type == "cuda" else self.dtype):
-            y = self._forward(x)
+            try:
+                y = self._forward(x)
+            except Exception as exc:  # noqa: BLE001 - only a compiled forward is retried
+                if self._forward is self.net:
+                    raise
+                y = self._uncompiled(exc, x)
         if self._graphs:
             y = y.clone()  # CUDA graphs reuse their output buffer: the next call would overwrite this one
         return y.float().clamp_(0, 1)
+
+
+    def _uncompiled(self, exc: Exception, x: torch.Tensor) -> torch.Tensor:
+        """The eager network from now on: ``--compile`` is a speed-up, and a compiler that fails on
+        this machine (seen: Inductor of a CUDA image's torch 2.11 against its sympy) must not stop a
+        video. The reason goes into :attr:`note`; an error of the network itself is raised again."""
+        msg = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+        self.note = f"torch.compile failed ({type(exc).__name__}: {msg}); running the network uncompiled"
+        self._forward, self._graphs = self.net, False
+        return self.net(x)
 
 
 def import_openvino():

@@ -272,3 +272,40 @@ def test_bad_engine_and_teacher_with_style_are_one_sentence_exit_2(tmp_path: Pat
     err = capsys.readouterr().err
     assert code == 2 and "without --style" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def _failing_compile(monkeypatch) -> None:
+    """``torch.compile`` as a broken compiler install behaves: the compiled module raises when called."""
+
+    def compile(model, **kwargs):
+        def compiled(x):
+            raise RuntimeError("backend='inductor' raised:\nAttributeError: no attribute 'python_mod'")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile)
+
+
+def test_a_failing_compiler_falls_back_to_the_uncompiled_network_with_a_note(monkeypatch) -> None:
+    _failing_compile(monkeypatch)
+    net = _net()
+    engine = make_engine(net, "torch", torch.device("cpu"), torch.float32, compile=True)
+    x = parity_frame(SHAPE)
+    assert engine.note == ""
+    assert torch.equal(engine(x), _torch_out(net, x)) and torch.equal(engine(x), _torch_out(net, x))
+    assert "torch.compile failed" in engine.note and "python_mod" in engine.note and "\n" not in engine.note
+    with pytest.raises(RuntimeError):  # an error of the network itself is not hidden
+        engine(torch.zeros(1, 5, 16, 16))
+
+
+def test_a_video_result_says_which_engine_ran_and_why(tmp_path: Path, monkeypatch) -> None:
+    from fastnst.pipeline import stylize_video
+    from fastnst.styles import save_style
+
+    from .conftest import make_video
+
+    _failing_compile(monkeypatch)
+    model = tmp_path / "tiny.safetensors"
+    save_style(model, _net(), style_name="tiny")
+    src = make_video(tmp_path / "in.mp4", n=4, audio=None)
+    res = stylize_video(src, tmp_path / "out.mp4", model, device="cpu", compile=True, progress=False)
+    assert res.frames == 4 and sum("torch.compile failed" in n for n in res.notes) == 1

@@ -358,12 +358,15 @@ def test_init_fine_tunes_from_a_style_model_or_checkpoint(photos, tmp_path):
 def test_cuda_training_with_amp_has_finite_falling_loss(photos, tmp_path, amp):
     from fastnst.training.loop import train
 
-    result = train(tiny_config(photos, tmp_path, device="cuda", amp=amp, steps=20, image_size=64,
+    # 40 steps: fp16's loss scaler starts at 2**16 and skips the steps whose gradients overflow while it
+    # halves; this tiny net's peak activation gradient is ~74 (fp32, measured), so about 7 steps go (20
+    # steps failed on an H200); real runs (lite at 256 px, VGG19) peak at ~0.2 and lose none.
+    result = train(tiny_config(photos, tmp_path, device="cuda", amp=amp, steps=40, image_size=64,
                                arch="16,32,64:2", checkpoint_every=10))
     log = _log(tmp_path / "run")
-    assert len(log) == 20 and all(np.isfinite(r[k]) for r in log for k in ("content", "style", "temporal", "total"))
+    assert len(log) == 40 and all(np.isfinite(r[k]) for r in log for k in ("content", "style", "temporal", "total"))
     first = np.mean([r["total"] for r in log[:3]])
-    last = np.mean([r["total"] for r in log[-3:]])
+    last = np.mean([r["total"] for r in log[-5:]])
     assert last < 0.5 * first, (first, last)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert bool(state["scaler"]) == (amp == "fp16")  # fp16 trains with a loss scaler, bf16 needs none

@@ -27,7 +27,8 @@ With ``Arch.carry`` (the ``video`` preset), the gate keeps only the prior's *det
 the painting minus that difference's local mean over trusted pixels (:func:`tent_blur`): strokes travel
 with the scene, while the gate passes on none of the prior's colours and shapes; those are the current
 painting's. Measured with the whole prior kept (runs G and J of ``weights/README.md``): content fed
-back frame after frame blurred into smears within ~10 frames of a cut.
+back frame after frame blurred into smears within ~10 frames of a cut. Preset ``video_plain`` has no
+gate (``Arch.gate``): the prior reaches the output only through the network, as in Ruder's design.
 The first conv's prior inputs start at zero weights and the gate nearly shut (σ(−8)), so at step 0 it
 is the network it was fine-tuned from (:func:`expand_to_video`). Given a plain 3-channel frame it runs
 with an empty prior (a first frame, a still image) and the gate has nothing to keep.
@@ -73,6 +74,7 @@ class Arch:
     # A video network's gate keeps, of the prior, 0: all of it; k > 0: only its detail (minus a tent blur
     # 2k−1 wide, tent_blur), so the coarse picture always comes from the current painting (module docstring)
     carry: int = 0
+    gate: bool = True  # a video network without it sees its prior through its input channels alone
 
     def to_dict(self) -> dict:
         d = {"widths": list(self.widths), "n_residual": self.n_residual}
@@ -82,6 +84,8 @@ class Arch:
             d["video"] = True
         if self.carry:
             d["carry"] = self.carry
+        if self.video and not self.gate:  # gated unless said otherwise, as files before this field
+            d["gate"] = False
         return d
 
     @classmethod
@@ -89,11 +93,13 @@ class Arch:
         try:
             widths = tuple(int(x) for x in d["widths"])
             stem, video, carry = d.get("stem", "conv9"), d.get("video", False), d.get("carry", 0)
+            gate = d.get("gate", True)
             if (len(widths) != 3 or stem not in STEMS or not isinstance(video, bool) or not isinstance(carry, int)
-                    or carry < 0 or (carry and (carry % 2 == 0 or not video))):
+                    or not isinstance(gate, bool) or carry < 0 or (carry and (carry % 2 == 0 or not video))
+                    or (not gate and (not video or carry))):
                 raise ValueError
             return cls(widths=widths, n_residual=int(d["n_residual"]), stem=stem, video=video,  # type: ignore[arg-type]
-                       carry=carry)
+                       carry=carry, gate=gate)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FastNSTError(f"Invalid network description {d!r}.") from exc
 
@@ -122,6 +128,9 @@ PRESETS: dict[str, Arch] = {
     "lite": Arch((16, 32, 64), 3, "unshuffle"),
     # lite fed its own previous output (module docstring), keeping only its detail; fine-tuned from a twin
     "video": Arch((16, 32, 64), 3, "unshuffle", video=True, carry=5),
+    # the same without the gate (Ruder et al.'s design): the prior is 4 more input channels of the stem and
+    # nothing else, so it costs lite's time plus those channels (the gate and its tent cost 2 ms at 213×501)
+    "video_plain": Arch((16, 32, 64), 3, "unshuffle", video=True, gate=False),
 }
 
 
@@ -200,16 +209,17 @@ class TransformerNet(nn.Module):
             with torch.no_grad():  # untrained prior inputs change nothing (see expand_to_video)
                 rgb = 3 * self.arch.subpixels  # the frame's inputs, and the RGB outputs, of those convs
                 self.first_conv.weight[:, rgb:].zero_()
-                self.last_conv.weight[rgb:].zero_()
-                self.last_conv.bias[rgb:].fill_(GATE_BIAS)
+                if self.arch.gate:
+                    self.last_conv.weight[rgb:].zero_()
+                    self.last_conv.bias[rgb:].fill_(GATE_BIAS)
         if self.arch.carry:
             # a constant of the graph, not weights (not in the state dict): exporters see its shape
             self.register_buffer("tent", tent_kernel(self.arch.carry, 4), persistent=False)
 
     @property
     def out_channels(self) -> int:
-        """Channels the decoder makes: RGB, and a video network's gate."""
-        return 4 if self.arch.video else 3
+        """Channels the decoder makes: RGB, and a gated video network's gate."""
+        return 4 if self.arch.video and self.arch.gate else 3
 
     @property
     def first_conv(self) -> nn.Conv2d:
@@ -249,7 +259,7 @@ class TransformerNet(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         y = self.decoder(self.residuals(self.encoder(x)))[..., :h, :w]
         paint = y[:, :3]
-        if self.arch.video:
+        if self.arch.video and self.arch.gate:
             y = self.keep_prior(y, x[..., :h, :w])
         y = y if self.training else y.clamp(0.0, 1.0)
         return (y, paint) if painted else y
@@ -276,9 +286,11 @@ def expand_to_video(state: dict[str, torch.Tensor], arch: Arch) -> dict[str, tor
     w, n = state[key], arch.subpixels
     if w.shape[1] != 3 * n:
         raise FastNSTError(f"Not a per-frame network's first conv: {tuple(w.shape)}.")
+    state = {**state, key: torch.cat([w, w.new_zeros(w.shape[0], 4 * n, *w.shape[2:])], 1)}  # prior RGB + mask
+    if not arch.gate:
+        return state
     last_w, last_b = state["decoder.2.conv.weight"], state["decoder.2.conv.bias"]
-    return {**state, key: torch.cat([w, w.new_zeros(w.shape[0], 4 * n, *w.shape[2:])], 1),  # prior RGB + mask
-            "decoder.2.conv.weight": torch.cat([last_w, last_w.new_zeros(n, *last_w.shape[1:])]),  # the gate
+    return {**state, "decoder.2.conv.weight": torch.cat([last_w, last_w.new_zeros(n, *last_w.shape[1:])]),  # the gate
             "decoder.2.conv.bias": torch.cat([last_b, last_b.new_full((n,), GATE_BIAS)])}
 
 

@@ -179,17 +179,27 @@ def test_video_networks_are_described_loaded_and_start_as_their_per_frame_networ
     assert Arch.from_dict({"widths": [16, 32, 64], "n_residual": 3}).video is False
     with pytest.raises(FastNSTError):
         Arch.from_dict({**arch.to_dict(), "video": "yes"})
-    for base_arch in (PRESETS["lite"], PRESETS["fast"]):
+    plain = PRESETS["video_plain"]
+    assert plain.to_dict()["gate"] is False and Arch.from_dict(plain.to_dict()) == plain
+    assert "gate" not in arch.to_dict() and Arch.from_dict(arch.to_dict()).gate  # older video files: gated
+    for bad in ({"gate": False, "video": False}, {"gate": False, "carry": 5}, {"gate": 0}):
+        with pytest.raises(FastNSTError):
+            Arch.from_dict({**arch.to_dict(), **bad})
+    for base_arch, gate in ((PRESETS["lite"], True), (PRESETS["fast"], True), (PRESETS["lite"], False)):
         torch.manual_seed(3)
         base = TransformerNet(base_arch).eval()
-        video = TransformerNet(Arch(base_arch.widths, base_arch.n_residual, base_arch.stem, video=True)).eval()
+        video = TransformerNet(Arch(base_arch.widths, base_arch.n_residual, base_arch.stem, video=True,
+                                    gate=gate)).eval()
         assert video.first_conv.in_channels == base.first_conv.in_channels + (16 if base_arch.stem == "unshuffle" else 4)
+        assert video.last_conv.out_channels == base.last_conv.out_channels * (4 if gate else 3) // 3
         video.load_state_dict(expand_to_video(base.state_dict(), video.arch))
         x = torch.rand(2, 3, 21, 30)
         with torch.no_grad():
             y = base(x)
             assert torch.equal(video(x), y)  # a plain frame: an empty prior
-            assert torch.allclose(video(video_input(x, torch.rand_like(x), torch.ones(2, 1, 21, 30))), y, atol=5e-4)
+            # without a gate, zero prior weights ignore the prior exactly; a shut gate lets 3e-4 through
+            prior = video(video_input(x, torch.rand_like(x), torch.ones(2, 1, 21, 30)))
+            assert torch.allclose(prior, y, atol=5e-4) and (gate or torch.equal(prior, y))
         with pytest.raises(FastNSTError):
             expand_to_video(video.state_dict(), video.arch)  # already a video network
 

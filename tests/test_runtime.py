@@ -64,10 +64,11 @@ def test_openvino_runs_the_lite_preset_at_odd_sizes(tmp_path: Path) -> None:
 
 
 @needs_openvino
-def test_openvino_runs_a_video_network_on_its_seven_channels(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preset", ["video", "video_plain"])
+def test_openvino_runs_a_video_network_on_its_seven_channels(tmp_path: Path, preset: str) -> None:
     """A video network's input is the frame, the prior and the mask: the converted model takes all
     seven, so its prior weights act there as in torch (random ones here, so that they matter)."""
-    net = _net(2, PRESETS["video"])
+    net = _net(2, PRESETS[preset])
     with torch.no_grad():
         net.first_conv.weight[:, 12:].normal_(0, 0.1)
     engine = OpenVINOEngine(net, precision="f32", cache=tmp_path)

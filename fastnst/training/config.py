@@ -52,8 +52,9 @@ class TrainConfig:
         "(default: the first style image's file stem)"))
     preset: str = field(default="fast", metadata=_h(
         "network preset (lite: no full-resolution layer, for CPUs; usually distilled with --teacher; "
-        "video: lite fed its own previous output, fine-tuned with --init from a lite style)",
-        choices=("fast", "quality", "lite", "video")))
+        "video: lite fed its own previous output, fine-tuned with --init from a lite style; video_plain: "
+        "the same without the gate, as fast as lite but for the stem)",
+        choices=("fast", "quality", "lite", "video", "video_plain")))
     arch: str = field(default="", metadata=_h(
         "explicit network shape 'W1,W2,W3:RES' (e.g. '8,16,32:1'); overrides --preset"))
     image_size: int = field(default=256, metadata=_h("training crop size, px (square)"))

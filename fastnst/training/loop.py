@@ -255,7 +255,7 @@ def init_weights(net: TransformerNet, path: Path, arch: Arch, preset: str) -> No
     else:
         ckpt = load_checkpoint(path)
         found, found_preset, state = Arch.from_dict(ckpt["arch"]), ckpt.get("preset"), ckpt["model"]
-    if arch.video and found == replace(arch, video=False, carry=0):
+    if arch.video and found == replace(arch, video=False, carry=0, gate=True):
         state = expand_to_video(state, arch)
     else:
         require_arch(path, found, found_preset, arch, preset)

@@ -403,6 +403,12 @@ def test_a_video_network_trains_from_a_per_frame_one_and_starts_as_it(photos, tm
     x, prior, mask = torch.rand(1, 3, 24, 40), torch.rand(1, 3, 24, 40), torch.ones(1, 1, 24, 40)
     with torch.no_grad():
         assert torch.allclose(video(video_input(x, prior, mask)), base(x), atol=2e-3)  # fp16 file, same net
+    plain = train(tiny_config(photos, tmp_path, steps=1, lr=1e-12, preset="video_plain", init=str(lite.output),
+                              out_dir=str(tmp_path / "p0"), output=str(tmp_path / "p0.safetensors"), **common))
+    plain_net = load_style(plain.output).net.eval()
+    assert plain_net.arch.video and not plain_net.arch.gate
+    with torch.no_grad():
+        assert torch.allclose(plain_net(video_input(x, prior, mask)), base(x), atol=2e-3)
 
     # DIS trusts little of a 32-px crop of these smooth photos: the estimated motion trains at 64 px
     run = train(tiny_config(photos, tmp_path, steps=12, preset="video", init=str(lite.output), lr=3e-3,

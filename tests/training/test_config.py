@@ -165,4 +165,4 @@ def test_experimental_recipes_parse_and_start_from_a_shipped_network(recipe):
     arch, _ = parse_arch(cfg)
     assert [Path(p).name for p in cfg.content] == ["photos"] and len(cfg.style) == 1
     base = load_style(REPO / cfg.init).net.arch
-    assert arch == PRESETS["video"] and base == PRESETS["lite"]
+    assert arch == PRESETS["video_plain"] and base == PRESETS["lite"]

@@ -205,6 +205,8 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     if v is None:
         what = res.outputs[0] if len(res.outputs) == 1 else f"{len(res.outputs)} images under {o.output}"
         print(f"wrote {what}  ({res.seconds:.1f} s)")
+        for note in res.notes:
+            print(f"note: {note}")
         return 0
     audio = (f"{v.audio_copied} audio stream(s) copied" if v.audio_copied else "no audio") + (
         f", {v.audio_transcoded} transcoded to AAC" if v.audio_transcoded else "")

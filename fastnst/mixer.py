@@ -82,6 +82,11 @@ class Mixer:
             st.warm_up(height, width)
 
     @property
+    def engine_notes(self) -> list[str]:
+        """Why an engine asked for is not the one running, once per reason (see :attr:`Stylizer.engine_note`)."""
+        return list(dict.fromkeys(st.engine_note for st in self.stylizers.values() if st.engine_note))
+
+    @property
     def video(self) -> bool:
         """Whether any style is a video network (the stream then needs its motion even unstabilised)."""
         return any(st.video for st in self.stylizers.values())

@@ -10,7 +10,6 @@ rendered as the schedule stands at 0 s."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import queue
 import threading
@@ -425,7 +424,7 @@ def _video_result(run: _Run, seconds: float) -> VideoResult:
         notes.append(f"the video ended at {run.last_time:.1f} s although its header says {src.declared:.1f} s "
                      "(truncated file?)")
     notes += _schedule_notes(run.schedule, run.last_time)
-    notes += list(dict.fromkeys(s.engine_note for s in run.mixer.stylizers.values() if s.engine_note))
+    notes += run.mixer.engine_notes
     if run.stabilizer is not None and run.stabilizer.cuts:
         notes.append(f"stabilisation restarted at {run.stabilizer.cuts} shot cut(s)")
     return VideoResult(
@@ -446,27 +445,29 @@ def _video_result(run: _Run, seconds: float) -> VideoResult:
 
 @dataclass
 class PathResult:
-    """Outcome of :func:`stylize_path`: the files written, and the video result when it was a video."""
+    """Outcome of :func:`stylize_path`: the files written, and the video result when it was a video;
+    ``notes`` for images (a video's are in its result)."""
 
     outputs: list[Path]
     seconds: float
     video: VideoResult | None = None
+    notes: list[str] = field(default_factory=list)
 
 
-def _image_renderer(style, schedule: Schedule | None, engine: EngineOptions) -> Callable[[np.ndarray], np.ndarray]:
+class _ImageRenderer:
     """``(H,W,3)`` uint8 → stylized uint8, as the schedule (or style) stands at 0 s."""
-    schedule, ready = plan_styles(style, schedule, engine.strength)
-    mix = schedule.at(0.0)
-    mixer = build_mixer(list(mix.weights), ready, preserve_color=engine.preserve_color,
-                        **stylizer_kwargs(engine, max_size=engine.max_size))
 
-    def render(image: np.ndarray) -> np.ndarray:
+    def __init__(self, style, schedule: Schedule | None, engine: EngineOptions) -> None:
+        schedule, ready = plan_styles(style, schedule, engine.strength)
+        self.mix = schedule.at(0.0)
+        self.mixer = build_mixer(list(self.mix.weights), ready, preserve_color=engine.preserve_color,
+                                 **stylizer_kwargs(engine, max_size=engine.max_size))
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
-        check_memory(mixer.stylizers.values(), h, w, what=f"for a {w}x{h} image")
+        check_memory(self.mixer.stylizers.values(), h, w, what=f"for a {w}x{h} image")
         with memory_errors(f"stylizing a {w}x{h} image"):
-            return mixer(image, mix)
-
-    return render
+            return self.mixer(image, self.mix)
 
 
 class BatchError(FastNSTError):
@@ -613,11 +614,16 @@ def stylize_path(
     t0 = time.perf_counter()
     if not in_path.exists():
         raise FastNSTError(f"Input {in_path} does not exist.")
-    render = functools.partial(_image_renderer, style, schedule, engine)
-    if in_path.is_dir():
-        return PathResult(_stylize_folder(in_path, out_path, render, progress, force), time.perf_counter() - t0)
-    if in_path.suffix.lower() in IMAGE_SUFFIXES:
-        return PathResult([_stylize_image(in_path, out_path, render, force)], time.perf_counter() - t0)
+    made: list[_ImageRenderer] = []  # the renderer, once the request is known to be sound, for its notes
+
+    def render() -> _ImageRenderer:
+        made.append(_ImageRenderer(style, schedule, engine))
+        return made[-1]
+
+    if in_path.is_dir() or in_path.suffix.lower() in IMAGE_SUFFIXES:
+        written = (_stylize_folder(in_path, out_path, render, progress, force) if in_path.is_dir()
+                   else [_stylize_image(in_path, out_path, render, force)])
+        return PathResult(written, time.perf_counter() - t0, notes=made[0].mixer.engine_notes if made else [])
     if engine.max_size is not None and engine.max_size < 8:
         raise FastNSTError(f"--max-size must be at least 8 pixels, got {engine.max_size}.")
     result = stylize_video(in_path, out_path, style, schedule=schedule, engine=engine, video=video,

@@ -310,3 +310,22 @@ def test_a_video_result_says_which_engine_ran_and_why(tmp_path: Path, monkeypatc
     src = make_video(tmp_path / "in.mp4", n=4, audio=None)
     res = stylize_video(src, tmp_path / "out.mp4", model, device="cpu", compile=True, progress=False)
     assert res.frames == 4 and sum("torch.compile failed" in n for n in res.notes) == 1
+
+
+@needs_openvino
+def test_an_image_says_which_engine_ran_and_why(tmp_path: Path, monkeypatch, capsys) -> None:
+    from fastnst import cli
+    from fastnst.images import write_image
+    from fastnst.styles import save_style
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Cannot convert: op aten::frobnicate is not supported")
+
+    monkeypatch.setattr(OpenVINOEngine, "_convert", broken)
+    model = tmp_path / "tiny.safetensors"
+    save_style(model, _net(), style_name="tiny")
+    src = write_image(tmp_path / "in.png", (np.random.default_rng(0).random((24, 32, 3)) * 255).astype(np.uint8))
+    monkeypatch.setenv("FASTNST_HOME", str(tmp_path))  # an empty engine cache: the conversion must run
+    assert cli.main(["stylize", str(src), "-o", str(tmp_path / "out.png"), "--style", str(model), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "out.png").is_file() and "note: OpenVINO could not run this network" in out

@@ -117,14 +117,13 @@ class TorchEngine:
         with autocast(self.device, None if self.device.type == "cuda" else self.dtype):
             try:
                 y = self._forward(x)
-            except Exception as exc:  # noqa: BLE001 - only a compiled forward is retried
+            except Exception as exc:  # only a compiled forward is retried
                 if self._forward is self.net:
                     raise
                 y = self._uncompiled(exc, x)
         if self._graphs:
             y = y.clone()  # CUDA graphs reuse their output buffer: the next call would overwrite this one
         return y.float().clamp_(0, 1)
-
 
     def _uncompiled(self, exc: Exception, x: torch.Tensor) -> torch.Tensor:
         """The eager network from now on: ``--compile`` is a speed-up, and a compiler that fails on
@@ -325,8 +324,8 @@ __all__ = [
     "OpenVINOEngine",
     "TorchEngine",
     "cache_root",
-    "make_engine",
     "import_openvino",
+    "make_engine",
     "openvino_available",
     "parity_frame",
     "psnr",

@@ -23,7 +23,7 @@ import torch
 
 from fastnst import cli
 from fastnst.images import read_image, write_image
-from fastnst.models import Arch, TransformerNet
+from fastnst.models import PRESETS, Arch, TransformerNet
 from fastnst.styles import save_style
 
 from .conftest import audio_only_file, make_video, smooth_image
@@ -395,7 +395,7 @@ def test_13_quick_mode_states_an_unreadable_painting_once(tmp_path: Path, capsys
     assert files(tmp_path) == {"bad.png"} and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("carry, preset", [("4", "video"), ("-3", "video"), ("9", "lite")])
+@pytest.mark.parametrize("carry, preset", [("4", "video"), ("-3", "video"), ("9", "lite"), ("5", "video_plain")])
 def test_a_bad_carry_is_one_sentence_and_starts_no_run(tmp_path: Path, capsys, carry: str, preset: str) -> None:
     """``--carry`` (the video network's tent): even, negative, or on a network without a gate is refused
     before anything is written."""
@@ -407,6 +407,24 @@ def test_a_bad_carry_is_one_sentence_and_starts_no_run(tmp_path: Path, capsys, c
     err = one_line(rc, capsys.readouterr().err)
     assert "--carry" in err, err
     assert files(tmp_path) == {"photos/", "style.png"} and not (tmp_path / "run").exists()
+
+
+def test_a_video_plain_network_from_a_network_of_another_shape_is_one_sentence(tmp_path: Path, capsys) -> None:
+    """``--preset video_plain --init`` takes a lite style (or a video_plain checkpoint): the fast preset's
+    9×9 stem, or the gated video network, cannot start it, and nothing is written."""
+    photos, style = tmp_path / "photos", tmp_path / "style.png"
+    photos.mkdir()
+    write_image(style, smooth_image(16, 16))
+    write_image(photos / "p.png", smooth_image(40, 40))
+    gated = tmp_path / "gated.safetensors"
+    save_style(gated, TransformerNet(PRESETS["video"]), style_name="gated", preset="video")
+    for init in (str(REPO / "weights" / "starry_night_fast.safetensors"), str(gated)):
+        rc = cli.main(["train", "--content", str(photos), "--style", str(style), "--preset", "video_plain",
+                       "--init", init, "--steps", "1", "--vgg-weights", "random", "--out-dir", str(tmp_path / "run"),
+                       "--no-progress"])
+        err = one_line(rc, capsys.readouterr().err)
+        assert "holds a" in err and "video_plain" in err, err
+        assert not (tmp_path / "run").exists()
 
 
 # --- 1-3: folder mode -----------------------------------------------------------------------------

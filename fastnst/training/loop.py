@@ -84,9 +84,9 @@ from . import dist
 from .config import TrainConfig, parse_config
 from .data import (
     PairParams,
-    camera,
     StreamSampler,
     TrainingPairs,
+    camera,
     center_square,
     find_photos,
     moving_occluders,

@@ -238,6 +238,8 @@ def _cmd_webcam(args: argparse.Namespace) -> int:
         print(f"snapshot: {snap}")
     if res.record is not None:
         print(f"recorded {res.record}")
+    for note in res.notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -40,7 +40,7 @@ _MS = Fraction(1, 1000)  # recording time base: wall-clock milliseconds (variabl
 
 @dataclass
 class WebcamResult:
-    """Outcome of :func:`run_webcam`: frames stylized, wall time, mean fps, files written."""
+    """Outcome of :func:`run_webcam`: frames stylized, wall time, mean fps, files written, notes."""
 
     frames: int
     seconds: float
@@ -49,6 +49,7 @@ class WebcamResult:
     record: Path | None = None
     latency_ms: float | None = None  # median capture-to-display latency
     threads: int | None = None
+    notes: list[str] = field(default_factory=list)  # why an engine asked for is not the one that ran
 
 
 @dataclass
@@ -443,13 +444,13 @@ class _Display:
         if self.writer is not None:
             self.writer.abort()
 
-    def result(self, threads: int | None) -> WebcamResult:
+    def result(self, threads: int | None, notes: list[str]) -> WebcamResult:
         """Close the recording and sum the run up."""
         recorded = self.writer.close() if self.writer is not None else None
         seconds = time.perf_counter() - self.t0
         latency = float(np.median(self.latencies)) * 1000 if self.latencies else None
         return WebcamResult(self.n, seconds, self.n / max(seconds, 1e-9), self.snapshots, recorded,
-                            latency_ms=latency, threads=threads)
+                            latency_ms=latency, threads=threads, notes=notes)
 
 
 def _plan_mixes(styles: Sequence) -> tuple[list[StyleMix], dict[str, object]]:
@@ -577,7 +578,7 @@ def run_webcam(styles: Sequence | None = None, *, options: WebcamOptions | None 
     finally:
         stages.close()
         tuner.restore()
-    return display.result(tuner.chosen)
+    return display.result(tuner.chosen, mixer.engine_notes)
 
 
 __all__ = ["DEFAULT_FADE", "EngineOptions", "FpsMeter", "FrameGrabber", "Handover", "LiveMix", "NetworkStage",

@@ -329,3 +329,23 @@ def test_an_image_says_which_engine_ran_and_why(tmp_path: Path, monkeypatch, cap
     assert cli.main(["stylize", str(src), "-o", str(tmp_path / "out.png"), "--style", str(model), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "out.png").is_file() and "note: OpenVINO could not run this network" in out
+
+
+def test_the_webcam_says_which_engine_ran_and_why(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A live run whose OpenVINO conversion fails goes on with PyTorch and says so when it ends."""
+    from fastnst import cli
+    from fastnst.styles import save_style
+    from .conftest import make_video
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Cannot convert: op aten::frobnicate is not supported")
+
+    monkeypatch.setattr(OpenVINOEngine, "_convert", broken)
+    model = tmp_path / "tiny.safetensors"
+    save_style(model, _net(), style_name="tiny")
+    src = make_video(tmp_path / "cam.mp4", w=40, h=32, n=3, audio=None)
+    monkeypatch.setenv("FASTNST_HOME", str(tmp_path))
+    argv = ["webcam", "--camera", str(src), "--no-window", "--style", str(model), "--device", "cpu",
+            "--engine", "openvino"]
+    assert cli.main(argv) == 0
+    assert "note: OpenVINO could not run this network" in capsys.readouterr().out

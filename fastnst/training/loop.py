@@ -670,12 +670,12 @@ class _Trainer:
                                 local_amplitude=cfg.prior_jitter, generator=g, device=dev)
         total = flow  # from the chain's next frame back to frame 1 (composed, so one resampling a frame)
 
-        def fed(x: torch.Tensor, prev: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
-            """``x`` with ``prev`` carried by a flow with errors, as at inference, and the eroded trust."""
+        def handed(x: torch.Tensor, prev: torch.Tensor, trust: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """``(prev carried onto x by a flow with errors, as at inference; its eroded trust)``."""
             if estimated is not None:
                 carried, mask = estimated.carry(x, prev)
-                return video_input(x, carried.to(dev), mask.to(dev) * kept)
-            return video_input(x, warp(prev, flow + jitter)[0], erode_mask(trust, cfg.prior_erode) * kept)
+                return carried.to(dev), mask.to(dev) * kept
+            return warp(prev, flow + jitter)[0], erode_mask(trust, cfg.prior_erode) * kept
 
         with torch.no_grad():
             x, box = objects.into(camera(x1, cfg.frame_brightness, cfg.frame_noise, g), 0)
@@ -685,13 +685,14 @@ class _Trainer:
             prev = self.model(video_input(x)).float().clamp(0, 1)
             for k in range(1, frames - 1):
                 x, box, trust = objects.into_next(clean, k, box, flow, inside)
-                prev = self.model(fed(x, prev, trust)).float().clamp(0, 1)
+                prev = self.model(video_input(x, *handed(x, prev, trust))).float().clamp(0, 1)
                 # the next frame: the same motion again, warped from frame 1 along the composed flow
                 # (one resampling, not one per frame: a chain of bilinear warps blurs), its own noise
                 total = flow + warp(total, flow)[0]
                 clean = camera(warp(x1, total)[0], cfg.frame_brightness, cfg.frame_noise, g)
         x, _, trust = objects.into_next(clean, frames - 1, box, flow, inside)
-        y, paint = self.model(fed(x, prev, trust), painted=True)
+        prior, prior_mask = handed(x, prev, trust)
+        y, paint = self.model(video_input(x, prior, prior_mask), painted=True)
         l_content, l_style, l_tv = self.loss(y, self.loss.content_targets(x))
         # Only a frame given a prior is held to it, and then both its output and the painting under the
         # gate are: were the painting free, the gate's last few % of it would make every trusted pixel
@@ -699,6 +700,12 @@ class _Trainer:
         # camera). A frame painted from nothing is not held to the previous one at all: that two-frame
         # steadiness is what costs a per-frame network its texture, and here the prior gives it instead.
         carried, held = warp(prev, flow)[0], trust * kept
+        if cfg.temporal_target == "prior":
+            # Held to the prior exactly as it was handed over (the motion stage's flow and mask), not to
+            # the true motion: where the estimate is wrong but trusted (a flat road: DIS cannot see its
+            # motion, and the photometric check passes), copying would otherwise be punished, and the
+            # net learns to repaint there every frame. The content term still pulls a wrong prior away.
+            carried, held = prior, prior_mask
         l_temporal = cfg.temporal_weight * (losses.temporal_loss(y, carried, held)
                                             + losses.temporal_loss(paint, carried, held))
         if cfg.empty_temporal > 0:  # optionally, some of a per-frame network's two-frame steadiness too

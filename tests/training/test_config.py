@@ -95,7 +95,7 @@ def test_every_recipe_parses_into_a_valid_config_reproducing_its_shipped_style(r
     shipped = load_style(REPO / "weights" / f"{output.stem}.safetensors")
     assert shipped.net.arch == arch
     reproduced = [*REPRODUCED, "teacher", "texture_weight", "steadiness_weight", "empty_prior", "unroll",
-                  "unroll_after", "occluders", "prior_jitter", "prior_erode", "prior_motion"]
+                  "unroll_after", "occluders", "prior_jitter", "prior_erode", "prior_motion", "temporal_target"]
     assert {k: cfg.to_dict()[k] for k in reproduced} == {k: shipped.train_config.get(k, TrainConfig().to_dict()[k])
                                                          for k in reproduced}
     if cfg.teacher:  # a twin paints its teacher's painting at its teacher's working size

@@ -445,6 +445,39 @@ def test_each_frame_of_a_video_chain_has_its_own_noise(photos, tmp_path, monkeyp
         assert 0.05 < float(inner.std()) < 0.09  # two independent draws of std 0.05: 0.07 (less the clamp)
 
 
+@pytest.mark.parametrize("target", ["known", "prior"])
+def test_a_video_frame_is_held_to_the_prior_it_was_handed_or_to_the_true_motion(photos, tmp_path, monkeypatch,
+                                                                               target):
+    """temporal_target = prior: the temporal term's target and mask are exactly the prior and mask the
+    network was handed (so copying them costs nothing); known: the previous output carried by the true
+    flow, which a jittered prior misses."""
+    from fastnst import losses
+    from fastnst.models import TransformerNet
+    from fastnst.training.loop import train
+
+    handed: list[torch.Tensor] = []
+    held: list[tuple[torch.Tensor, torch.Tensor]] = []
+    forward, temporal = TransformerNet.forward, losses.temporal_loss
+
+    def spy_forward(self, x, **kw):
+        if kw.get("painted"):  # the frame the loss is taken on
+            handed.append(x.detach().float().clone())
+        return forward(self, x, **kw)
+
+    def spy_temporal(current, target_, mask):
+        held.append((target_.detach().float().clone(), mask.detach().float().clone()))
+        return temporal(current, target_, mask)
+
+    monkeypatch.setattr(TransformerNet, "forward", spy_forward)
+    monkeypatch.setattr(losses, "temporal_loss", spy_temporal)
+    train(tiny_config(photos, tmp_path, steps=1, preset="video_plain", arch="", empty_prior=0.0, unroll=2,
+                      prior_jitter=2.0, temporal_target=target, val_images=0))
+    (x,), (prior_target, prior_mask) = handed, held[0]
+    assert prior_mask.sum() > 0
+    same = torch.allclose(prior_mask, x[:, 6:7]) and torch.allclose(prior_target * prior_mask, x[:, 3:6], atol=1e-6)
+    assert same == (target == "prior")
+
+
 def test_estimated_priors_are_the_inference_motion_stage():
     """prior_motion = estimated: a textured frame moved by 3 px comes back carried onto the next
     frame where trusted, the mask is the inference one (binary, edges eroded), and a cut trusts nothing."""

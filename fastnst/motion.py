@@ -5,8 +5,8 @@ For each new frame ``t`` (float RGB ``(h,w,3)`` in [0,1]), on the frame shrunk t
 (the flow and trust are then brought back to the frame's size):
 
 1. optical flow between the input frames ``t`` and ``t−1`` in both directions (OpenCV DIS: its
-   ultrafast preset plus 5 iterations of variational refinement, 1.5 ms a flow at 213×501 on this
-   project's CPUs against 0.85 ms without; see :data:`FLOW_PRESETS`);
+   ultrafast preset, its coarse-to-fine search taken down to half the size instead of a quarter, so
+   a moving object's motion does not bleed onto the still ground around it; see :data:`FLOW_PRESETS`);
 2. trust = forward-backward consistency (occlusions, motion boundaries; Sundaram et al. 2010) ×
    photometric consistency of the *input* (the warped previous input must match the current one:
    where an object has left, the input no longer matches, so nothing of it is carried over) ×
@@ -36,15 +36,26 @@ MIN_SIDE = 16
 # `fastnst stylize bikes.mp4` 5.1 / 4.2 / 4.0 s. vtest.avi: 0.27× / 0.28× / 0.29×.
 DEFAULT_SCALE = 0.67
 MIN_FLOW_SIDE = 96
-# DIS settings by name: (OpenCV preset, variational refinement iterations; None = the preset's own).
-# "refined" is the default. Without refinement DIS fills each 8-px patch grid from the patches around
-# it, so a walking person's motion smears onto the still ground beside them; a video network carries
-# its strokes there along that motion and they crawl. Measured on vtest.avi with a starry_night video
-# network (working size 213, median warped error of consecutive outputs): ultrafast 2.7e-4, refined
-# 6.8e-5, fast 8.3e-5 (1.6 ms), medium 8.7e-5 (7.2 ms); the per-frame twin with the stabiliser 1.4e-4
-# either way.
-FLOW_PRESETS = {"ultrafast": ("ULTRAFAST", None), "refined": ("ULTRAFAST", 5), "fast": ("FAST", None),
-                "medium": ("MEDIUM", None)}
+# DIS settings by name: (OpenCV preset, variational refinement iterations, finest scale; None = the
+# preset's own). "fine" is the default.
+# - The finest scale: DIS's ultrafast preset stops its coarse-to-fine search at a quarter of the size
+#   it is given (finest scale 2) and fills the rest in from there, so a moving object's motion bleeds
+#   onto the still, faintly textured ground around it. On bikes.mp4's first shot (a bus over a still
+#   road, 213×501, flow at 0.67 of it) "refined" moved the still road 0.53 px median, 2.6 px at the
+#   90th percentile, all of it trusted: a video network was handed its previous strokes dragged a few
+#   px a frame, and repainted them. Stopping at half the size (finest scale 1): 0.34 / 0.97 px without
+#   refinement, 0.22 / 0.83 px with 3 iterations; the whole stage 3.0 ms a frame against "refined"'s
+#   3.1 ms, and 4.9 ms with the 3 iterations (Zen 5, 2 cores).
+# - Refinement mattered at finest scale 2: without it a walking person's motion smeared onto the ground
+#   beside them (vtest.avi, a video network's median warped error: ultrafast 2.7e-4, refined 6.8e-5).
+# Measured 2026-12-04 (fastnst eval, 60 frames, stabilised, E_warp × the floor on bikes / vtest /
+# bigbuckbunny; tree unchanged): starry_night_lite 1.67 / 0.28 / 0.54 with "refined", 1.58 / 0.27 / 0.51
+# with "fine", 1.53 / 0.26 / 0.50 with "fine_refined"; a video network (run T of weights/README.md) 7.03 /
+# 0.50 / 0.98, 4.82 / 0.47 / 0.87, 4.30 / 0.44 / 0.84. "fine" is free; "fine_refined" buys the last few
+# % for 1.9 ms a frame.
+FLOW_PRESETS = {"ultrafast": ("ULTRAFAST", None, None), "refined": ("ULTRAFAST", 5, None),
+                "fine": ("ULTRAFAST", 0, 1), "fine_refined": ("ULTRAFAST", 3, 1),
+                "fast": ("FAST", None, None), "medium": ("MEDIUM", None, None)}
 
 
 def _remap(image: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
@@ -73,14 +84,16 @@ class Motion:
     side), and the flow and trust are brought back to the frame's size (:data:`DEFAULT_SCALE`).
     """
 
-    def __init__(self, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3, preset: str = "refined",
+    def __init__(self, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3, preset: str = "fine",
                  erode: int = 3, scale: float | None = None) -> None:
         import cv2
 
-        base, refine = FLOW_PRESETS[preset]
+        base, refine, finest = FLOW_PRESETS[preset]
         self._dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{base}"))
         if refine is not None:
             self._dis.setVariationalRefinementIterations(refine)
+        if finest is not None:
+            self._dis.setFinestScale(finest)
         self.photometric_tol, self.cut_fraction, self.erode = photometric_tol, cut_fraction, erode
         self.scale = DEFAULT_SCALE if scale is None else scale
         self.cuts = 0

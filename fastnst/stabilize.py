@@ -51,7 +51,7 @@ class Stabilizer:
     """
 
     def __init__(self, strength: float = 0.5, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3,
-                 preset: str = "refined") -> None:
+                 preset: str = "fine") -> None:
         if not 0.0 <= strength <= 1.0:
             raise FastNSTError(f"--stabilize must be between 0 and 1, got {strength}.")
         self.strength = float(strength)

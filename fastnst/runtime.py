@@ -159,6 +159,12 @@ def openvino_available() -> str:
     return ""
 
 
+# OpenVINO's CPU plugin (2026.4.1, on a Zen 5 with AVX512-BF16) never finished compiling a depthwise
+# convolution 15 or more wide in bf16 (13 wide: 0.1 s; 15, 16 and 17: not within 25 s; in f32: 0.1 s). A
+# video network's tent is 2k-1 wide (carry k), so one with carry 9 or more is compiled in f32.
+MAX_BF16_TENT = 13
+
+
 class OpenVINOEngine:
     """The network through OpenVINO on the CPU, one compiled model per input shape (see the module
     docstring for the cache and the parity check). ``precision``: ``"bf16"``, ``"f32"`` or None
@@ -174,10 +180,14 @@ class OpenVINOEngine:
         self.ov, self.core = ov, ov.Core()
         with contextlib.suppress(Exception):  # older OpenVINO: no such property, and mmap stays on
             self.core.set_property({"ENABLE_MMAP": False})  # the models are small; a mapped file can change
+        self.note = ""
+        tent = getattr(self.net, "tent", None)
+        if precision != "f32" and tent is not None and tent.shape[-1] > MAX_BF16_TENT:
+            precision = "f32"  # None is bf16 too, where the CPU has it
+            self.note = f"OpenVINO cannot compile this network's {tent.shape[-1]}-px tent filter in bf16; running it in f32"
         self.precision, self.threads = precision, threads
         self.cache = cache_root() if cache is None else Path(cache)
         self.key = weights_key(self.net)
-        self.note = ""
         self.parity: dict[tuple[int, ...], float] = {}  # PSNR against torch per compiled shape
         self._requests: dict[tuple[int, ...], object] = {}
 
@@ -274,11 +284,16 @@ class FallbackEngine:
     def __init__(self, primary: OpenVINOEngine, fallback: TorchEngine) -> None:
         self.primary, self.fallback = primary, fallback
         self.current: OpenVINOEngine | TorchEngine = primary
-        self.note = ""
+        self._why = ""
 
     @property
     def name(self) -> str:
         return self.current.name
+
+    @property
+    def note(self) -> str:
+        """Why PyTorch took over, else what OpenVINO changed (:attr:`OpenVINOEngine.note`), else ``""``."""
+        return self._why or self.primary.note
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.current is self.primary:
@@ -286,7 +301,7 @@ class FallbackEngine:
                 return self.primary(x)
             except Exception as exc:  # noqa: BLE001 - any OpenVINO failure: keep going on PyTorch
                 msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                self.note = f"OpenVINO could not run this network ({msg}); running it with PyTorch"
+                self._why = f"OpenVINO could not run this network ({msg}); running it with PyTorch"
                 self.current = self.fallback
         return self.fallback(x)
 
@@ -319,6 +334,7 @@ def make_engine(net: nn.Module, engine: str, device: torch.device, dtype: torch.
 
 __all__ = [
     "ENGINES",
+    "MAX_BF16_TENT",
     "MIN_PSNR",
     "FallbackEngine",
     "OpenVINOEngine",

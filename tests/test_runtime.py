@@ -19,6 +19,7 @@ from fastnst.runtime import (
     OpenVINOEngine,
     TorchEngine,
     make_engine,
+    ov_precision,
     openvino_available,
     parity_frame,
     psnr,
@@ -349,3 +350,22 @@ def test_the_webcam_says_which_engine_ran_and_why(tmp_path: Path, monkeypatch, c
             "--engine", "openvino"]
     assert cli.main(argv) == 0
     assert "note: OpenVINO could not run this network" in capsys.readouterr().out
+
+
+@needs_openvino
+def test_a_video_network_with_a_wide_tent_is_compiled_in_f32_and_says_so(tmp_path: Path) -> None:
+    """OpenVINO's bf16 compiler never finished a depthwise convolution 15 or more wide (a stream that
+    hangs at its first frame); a tent that wide runs in f32, with a note, and agrees with PyTorch."""
+    from dataclasses import replace
+
+    from fastnst.models import video_input
+
+    wide = TransformerNet(replace(PRESETS["video"], carry=9)).eval()  # a tent 17 wide
+    engine = make_engine(wide, "openvino", torch.device("cpu"), torch.bfloat16)
+    engine.primary.cache = tmp_path
+    assert engine.primary.precision == "f32" and "17-px tent filter in bf16; running it in f32" in engine.note
+    x = video_input(torch.rand(1, 3, 40, 56), torch.rand(1, 3, 40, 56), torch.ones(1, 1, 40, 56))
+    with torch.inference_mode():
+        assert psnr(engine(x), wide(x)) > 40 and engine.name == "openvino"
+    narrow = make_engine(TransformerNet(PRESETS["video"]).eval(), "openvino", torch.device("cpu"), torch.bfloat16)
+    assert narrow.note == "" and narrow.primary.precision == ov_precision(torch.bfloat16)

@@ -409,6 +409,18 @@ def test_a_bad_carry_is_one_sentence_and_starts_no_run(tmp_path: Path, capsys, c
     assert files(tmp_path) == {"photos/", "style.png"} and not (tmp_path / "run").exists()
 
 
+def test_an_unknown_temporal_target_in_a_recipe_is_one_sentence_and_starts_no_run(tmp_path: Path, capsys) -> None:
+    """``temporal_target`` (what a video network's frame is held to) takes known or prior only."""
+    (tmp_path / "photos").mkdir()
+    write_image(tmp_path / "style.png", smooth_image(16, 16))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('preset = "video"\ntemporal_target = "sideways"\ncontent = ["photos"]\nstyle = ["style.png"]\n')
+    rc = cli.main(["train", "--recipe", str(recipe), "--out-dir", str(tmp_path / "run")])
+    err = one_line(rc, capsys.readouterr().err)
+    assert "temporal_target" in err and "known, prior" in err, err
+    assert files(tmp_path) == {"photos/", "style.png", "r.toml"} and not (tmp_path / "run").exists()
+
+
 def test_a_video_plain_network_from_a_network_of_another_shape_is_one_sentence(tmp_path: Path, capsys) -> None:
     """``--preset video_plain --init`` takes a lite style (or a video_plain checkpoint): the fast preset's
     9×9 stem, or the gated video network, cannot start it, and nothing is written."""

@@ -19,8 +19,8 @@ from fastnst.runtime import (
     OpenVINOEngine,
     TorchEngine,
     make_engine,
-    ov_precision,
     openvino_available,
+    ov_precision,
     parity_frame,
     psnr,
     weights_key,
@@ -336,6 +336,7 @@ def test_the_webcam_says_which_engine_ran_and_why(tmp_path: Path, monkeypatch, c
     """A live run whose OpenVINO conversion fails goes on with PyTorch and says so when it ends."""
     from fastnst import cli
     from fastnst.styles import save_style
+
     from .conftest import make_video
 
     def broken(*args, **kwargs):

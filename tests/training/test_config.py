@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from fastnst.styles import load_style
-from fastnst.training.config import GATYS_STYLE_LAYERS, TrainConfig, build_parser, parse_config, read_recipe
-
 from fastnst.stylizer import style_work_size
+from fastnst.training.config import GATYS_STYLE_LAYERS, TrainConfig, build_parser, parse_config, read_recipe
 
 from .conftest import REPO
 

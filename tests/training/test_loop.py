@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -444,7 +445,7 @@ def test_each_frame_of_a_video_chain_has_its_own_noise(photos, tmp_path, monkeyp
                       frame_noise=0.05, val_images=0, **still))
     frames = seen[:4]  # frame 1 (no prior), 2 and 3 (under no_grad), 4 (the loss's)
     assert len(frames) == 4
-    for a, b in zip(frames, frames[1:]):
+    for a, b in itertools.pairwise(frames):
         inner = (a - b)[..., 4:-4, 4:-4]
         assert 0.05 < float(inner.std()) < 0.09  # two independent draws of std 0.05: 0.07 (less the clamp)
 

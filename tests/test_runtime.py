@@ -313,40 +313,39 @@ def test_a_video_result_says_which_engine_ran_and_why(tmp_path: Path, monkeypatc
     assert res.frames == 4 and sum("torch.compile failed" in n for n in res.notes) == 1
 
 
-@needs_openvino
-def test_an_image_says_which_engine_ran_and_why(tmp_path: Path, monkeypatch, capsys) -> None:
-    from fastnst import cli
-    from fastnst.images import write_image
+def _unconvertible(tmp_path: Path, monkeypatch) -> Path:
+    """A style file OpenVINO cannot convert (its converter patched to fail), with an empty engine cache."""
     from fastnst.styles import save_style
 
     def broken(*args, **kwargs):
         raise RuntimeError("Cannot convert: op aten::frobnicate is not supported")
 
     monkeypatch.setattr(OpenVINOEngine, "_convert", broken)
-    model = tmp_path / "tiny.safetensors"
-    save_style(model, _net(), style_name="tiny")
-    src = write_image(tmp_path / "in.png", (np.random.default_rng(0).random((24, 32, 3)) * 255).astype(np.uint8))
     monkeypatch.setenv("FASTNST_HOME", str(tmp_path))  # an empty engine cache: the conversion must run
+    return save_style(tmp_path / "tiny.safetensors", _net(), style_name="tiny")
+
+
+@needs_openvino
+def test_an_image_says_which_engine_ran_and_why(tmp_path: Path, monkeypatch, capsys) -> None:
+    from fastnst import cli
+    from fastnst.images import write_image
+
+    model = _unconvertible(tmp_path, monkeypatch)
+    src = write_image(tmp_path / "in.png", (np.random.default_rng(0).random((24, 32, 3)) * 255).astype(np.uint8))
     assert cli.main(["stylize", str(src), "-o", str(tmp_path / "out.png"), "--style", str(model), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "out.png").is_file() and "note: OpenVINO could not run this network" in out
 
 
+@needs_openvino
 def test_the_webcam_says_which_engine_ran_and_why(tmp_path: Path, monkeypatch, capsys) -> None:
     """A live run whose OpenVINO conversion fails goes on with PyTorch and says so when it ends."""
     from fastnst import cli
-    from fastnst.styles import save_style
 
     from .conftest import make_video
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("Cannot convert: op aten::frobnicate is not supported")
-
-    monkeypatch.setattr(OpenVINOEngine, "_convert", broken)
-    model = tmp_path / "tiny.safetensors"
-    save_style(model, _net(), style_name="tiny")
+    model = _unconvertible(tmp_path, monkeypatch)
     src = make_video(tmp_path / "cam.mp4", w=40, h=32, n=3, audio=None)
-    monkeypatch.setenv("FASTNST_HOME", str(tmp_path))
     argv = ["webcam", "--camera", str(src), "--no-window", "--style", str(model), "--device", "cpu",
             "--engine", "openvino"]
     assert cli.main(argv) == 0

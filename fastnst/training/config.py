@@ -112,7 +112,8 @@ class TrainConfig:
     temporal_target: str = field(default="known", metadata=_h(
         "video networks: what a frame given a prior is held to: known = the previous output carried by the "
         "true (synthetic) motion, under its occlusion mask; prior = the prior exactly as the net was handed "
-        "it, under its mask, so copying it is never punished where the motion estimate is wrong but trusted",
+        "it, under its mask, so copying it is never punished where the motion estimate is wrong but trusted "
+        "(measured: the net then copies wrong priors too, and smears)",
         choices=("known", "prior")))
     prior_erode: int = field(default=3, metadata=_h(
         "video networks: side of the minimum filter applied to the prior's mask (px, odd), so edges "

@@ -704,7 +704,8 @@ class _Trainer:
             # Held to the prior exactly as it was handed over (the motion stage's flow and mask), not to
             # the true motion: where the estimate is wrong but trusted (a flat road: DIS cannot see its
             # motion, and the photometric check passes), copying would otherwise be punished, and the
-            # net learns to repaint there every frame. The content term still pulls a wrong prior away.
+            # net learns to repaint there every frame. Measured (runs W and X of weights/README.md): held so,
+            # it copies wrong priors too, and smears; the content term (1 against 2000) does not stop it.
             carried, held = prior, prior_mask
         l_temporal = cfg.temporal_weight * (losses.temporal_loss(y, carried, held)
                                             + losses.temporal_loss(paint, carried, held))

@@ -177,7 +177,6 @@ class Motion:
     def carry(self, image: np.ndarray) -> np.ndarray:
         """An ``(h,w,C)`` float32 image of the previous frame moved onto the current one (bilinear,
         border replicated; only meaningful where :attr:`trust` is high). Needs :attr:`trust` not None."""
-
         if self._map is None:
             raise RuntimeError("no motion to carry along: check Motion.trust first")
         return _remap(image, *self._map)

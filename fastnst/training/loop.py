@@ -699,19 +699,18 @@ class _Trainer:
         # drift, frame after frame, towards a look of its own (measured: texture crawling on a still
         # camera). A frame painted from nothing is not held to the previous one at all: that two-frame
         # steadiness is what costs a per-frame network its texture, and here the prior gives it instead.
-        carried, held = warp(prev, flow)[0], trust * kept
-        if cfg.temporal_target == "prior":
-            # Held to the prior exactly as it was handed over (the motion stage's flow and mask), not to
-            # the true motion: where the estimate is wrong but trusted (a flat road: DIS cannot see its
-            # motion, and the photometric check passes), copying would otherwise be punished, and the
-            # net learns to repaint there every frame. Measured (runs W and X of weights/README.md): held so,
-            # it copies wrong priors too, and smears; the content term (1 against 2000) does not stop it.
-            carried, held = prior, prior_mask
+        moved = warp(prev, flow)[0]  # the previous output carried by the true (synthetic) motion
+        # With temporal_target = prior, held to the prior exactly as it was handed over (the motion stage's
+        # flow and mask) instead: where the estimate is wrong but trusted (a flat road: DIS cannot see its
+        # motion, and the photometric check passes), copying would otherwise be punished, and the net
+        # learns to repaint there every frame. Measured (runs W and X of weights/README.md): held so, it
+        # copies wrong priors too, and smears; the content term (1 against 2000) does not stop it.
+        carried, held = (prior, prior_mask) if cfg.temporal_target == "prior" else (moved, trust * kept)
         l_temporal = cfg.temporal_weight * (losses.temporal_loss(y, carried, held)
                                             + losses.temporal_loss(paint, carried, held))
         if cfg.empty_temporal > 0:  # optionally, some of a per-frame network's two-frame steadiness too
             l_temporal = l_temporal + cfg.empty_temporal * cfg.temporal_weight * losses.temporal_loss(
-                y, carried, trust * (1 - kept))
+                y, moved, trust * (1 - kept))
         return [l_content, l_style, l_tv, l_temporal, l_content + l_style + l_tv + l_temporal]
 
     def _distill_terms(self, batch: Mapping[str, torch.Tensor], x1: torch.Tensor) -> list[torch.Tensor]:

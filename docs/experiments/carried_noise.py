@@ -83,23 +83,16 @@ def lookup(coords: torch.Tensor) -> torch.Tensor:
 
 
 def estimated_carry(trainer, coords, x1, x2):
-    """Frame 1's coordinates carried onto frame 2 by the inference motion stage run on the pair."""
-    from fastnst.motion import Motion
+    """``(frame 1's coordinates carried onto frame 2 by the inference motion stage run on the pair, where
+    they restart)``: the trainer's own :class:`~fastnst.training.loop._EstimatedMotion`, which carries
+    images in [0,1], so the coordinates travel divided by the texture's side (a power of 2: exact)."""
+    from fastnst.training.loop import _EstimatedMotion
 
-    if not hasattr(trainer, "_noise_motion"):
-        trainer._noise_motion = [Motion(erode=trainer.cfg.prior_erode) for _ in range(x1.shape[0])]
-    def hwc(t):
-        return np.ascontiguousarray(t.detach().float().permute(1, 2, 0).cpu().numpy())
-    out = coords.clone()
-    for i, m in enumerate(trainer._noise_motion[: x1.shape[0]]):
-        m.reset()
-        m.update(hwc(x1[i].clamp(0, 1)))
-        m.update(hwc(x2[i].clamp(0, 1)))
-        mask = m.prior_mask()
-        if mask is not None:
-            carried = torch.from_numpy(m.carry(hwc(coords[i]))).permute(2, 0, 1).to(coords)
-            out[i] = torch.where(torch.from_numpy(mask).permute(2, 0, 1).to(coords) > 0.5, carried, coords[i])
-    return out
+    motion = trainer.estimated_motion or _EstimatedMotion(trainer.cfg.prior_erode)
+    motion.start(x1)
+    carried, mask = motion.carry(x2, coords / TEXTURE)
+    restarted = mask.to(coords.device) <= 0.5
+    return torch.where(restarted, coords, carried.to(coords) * TEXTURE), restarted
 
 
 def patch_training() -> None:
@@ -117,8 +110,7 @@ def patch_training() -> None:
         start = (64 + torch.rand(b, 2, 1, 1, generator=g) * (TEXTURE - 128 - max(h, w))).to(dev)
         c1 = _base_grid(b, h, w, dev, torch.float32) + start
         if env("NOISE_EST"):
-            c2 = estimated_carry(self, c1, x1, x2)
-            restarted = (c2 == c1).all(1, keepdim=True)
+            c2, restarted = estimated_carry(self, c1, x1, x2)
             jitter = float(env("NOISE_JITTER", "0"))
             if jitter > 0:
                 c2 = c2 + synthetic_flow(b, h, w, max_shift=jitter, max_zoom=0.0, max_rotate_deg=0.0,
@@ -148,7 +140,7 @@ def still(stab, frame: np.ndarray, prev: np.ndarray, h: int, w: int) -> np.ndarr
     k = int(env("NOISE_STATIC"))
     d0 = cv2.blur(np.abs(frame - prev).mean(-1), (k, k))
     d1 = cv2.blur(np.abs(frame - stab.motion.carry(prev)).mean(-1), (k, k))
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx, gy = stab.motion._pixel_grid(h, w)
     mx, my = stab.motion._map
     slow = (mx - gx) ** 2 + (my - gy) ** 2 < float(env("NOISE_SLOW", "1e9")) ** 2
     return ((d0 <= d1 + float(env("NOISE_EPS", "0.003"))) & slow)[..., None]
@@ -169,7 +161,7 @@ def patch_inference() -> None:
         frame = like[0].permute(1, 2, 0).float().cpu().numpy()
         state = self.__dict__.setdefault("_noise", {})
         coords, prev = state.get(key, (None, None))  # coords (h,w,3): x, y and the age in frames
-        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        gx, gy = self.motion._pixel_grid(h, w)
         fresh = np.stack([gx + OFFSET, gy + OFFSET, np.zeros_like(gx)], -1)
         mask = self.motion.prior_mask()
         if coords is None or mask is None or coords.shape[:2] != (h, w) or env("NOISE_FIXED"):

@@ -277,6 +277,30 @@ def video_input(frame: torch.Tensor, prior: torch.Tensor | None = None, mask: to
     return torch.cat([frame, prior.to(frame.dtype) * mask, mask], 1)
 
 
+def phase_mean(net: TransformerNet, x: torch.Tensor, phases: int) -> torch.Tensor:
+    """``net`` on ``x`` ``(B,C,H,W)`` averaged over ``phases × phases`` offsets of its stride grid →
+    ``net``'s output for ``x``, ``(B,3,H,W)``.
+
+    A strided network is not shift-equivariant: a scene moved by a fraction of its stride
+    (:attr:`Arch.multiple`: 8 px for lite, 4 for fast) lands on another phase of the grid and is painted
+    a little differently, which a video shows as texture redrawn on every frame of a slow pan. Each
+    pass sees ``x`` padded by ``(dy, dx)`` at the top left (edge pixels repeated) and its output is
+    cropped back, so the grid falls on the scene at another offset; the mean hardly depends on where
+    the scene falls. On a synthetic pan with known motion (``docs/experiments/steady_oracle.py``) 4 × 4
+    phases took the lite twin's flicker to 0.44× at the same style distance (weights/README.md). It
+    costs ``phases²`` passes: the trainer's distillation teacher uses it (``--teacher-phases``)."""
+    if phases <= 1:
+        return net(x)
+    m, (h, w) = net.arch.multiple, x.shape[-2:]
+    offsets = [i * m // phases for i in range(phases)]
+    total = None
+    for dy in offsets:
+        for dx in offsets:
+            y = net(F.pad(x, (dx, m - dx, dy, m - dy), mode="replicate"))[..., dy:dy + h, dx:dx + w]
+            total = y if total is None else total + y
+    return total / len(offsets) ** 2
+
+
 def expand_to_video(state: dict[str, torch.Tensor], arch: Arch) -> dict[str, torch.Tensor]:
     """A per-frame network's ``state`` dict made a state dict of ``arch`` (its video version): the
     first conv gains the prior and mask inputs with zero weights and the last conv the gate, shut
@@ -338,4 +362,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["GATE_BIAS", "MAX_GATE", "PRESETS", "STEMS", "Arch", "ConvLayer", "ResidualBlock", "TransformerNet", "UpsampleConvLayer",
-           "build_model", "count_parameters", "expand_to_video", "icnr_", "tent_blur", "tent_kernel", "video_input"]
+           "build_model", "count_parameters", "expand_to_video", "icnr_", "phase_mean", "tent_blur", "tent_kernel", "video_input"]

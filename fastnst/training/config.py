@@ -84,6 +84,10 @@ class TrainConfig:
         "distillation: weight of the image-gradient (brush texture) term"))
     steadiness_weight: float = field(default=1.0, metadata=_h(
         "distillation: weight of the term matching the teacher's change between the two frames (0: off)"))
+    teacher_phases: int = field(default=1, metadata=_h(
+        "distillation: average the teacher over K x K offsets of its stride grid (K² teacher passes a step), "
+        "so the student learns a painting that moves with sub-pixel motion instead of being redrawn "
+        "(1: off; at most the teacher's stride)", metavar="K"))
     # Video networks (preset video; Ruder et al. 2018): frame 2's prior is frame 1's output, detached and
     # carried along the known flow, times the eroded in-frame mask.
     empty_prior: float = field(default=0.5, metadata=_h(

@@ -24,7 +24,10 @@ to reproduce it on the same pairs (no Gram targets, no VGG pass)::
       + τ ‖∇O − ∇T(x)‖₁                                              texture (image gradients)
       + σ Σ_p M(p) |(O₂ − W(O₁, f)) − (T(x₂) − W(T(x₁), f))| / (3 Σ_p M)   steadiness
 
-so the student inherits the teacher's look and its response to motion and noise.
+so the student inherits the teacher's look and its response to motion and noise. With
+``--teacher-phases K`` the teacher's output is its mean over K × K offsets of its stride grid
+(:func:`fastnst.models.phase_mean`): a strided network paints a scene moved by a fraction of its stride
+a little differently, and the mean does not, so the student learns texture that moves with the scene.
 
 Video networks (``--preset video``, Ruder et al. 2018): the net also takes its own previous output
 carried along the flow, ``P = W(O_prev, f)``, times an eroded trust mask ``M̃`` (:func:`fastnst.models.video_input`).
@@ -74,7 +77,7 @@ from ..errors import FastNSTError
 from ..fileio import atomic_path, load_torch_weights, read_log_rows, write_json, write_log_rows
 from ..flow import erode_mask, synthetic_flow, warp
 from ..images import contact_sheet, read_image, resize_to, to_tensor, to_uint8, write_image
-from ..models import PRESETS, Arch, TransformerNet, expand_to_video, video_input
+from ..models import PRESETS, Arch, TransformerNet, expand_to_video, phase_mean, video_input
 from ..motion import Motion
 from ..perceptual import PerceptualLoss, load_extractor, normalise_weights
 from ..pictures import MatplotlibMissing, plot_loss_curves
@@ -347,6 +350,8 @@ def _validate(cfg: TrainConfig) -> None:
                       or not getattr(PRESETS.get(cfg.preset), "carry", 0)):
         raise FastNSTError("--carry must be an odd number of pixels, and only a detail-carrying video "
                            "network (--preset video) has it.")
+    if not 1 <= cfg.teacher_phases <= 8 or (cfg.teacher_phases > 1 and not cfg.teacher):
+        raise FastNSTError("--teacher-phases must be from 1 to 8, and above 1 only with a --teacher.")
     if min(cfg.log_every, cfg.workers, cfg.threads, cfg.sample_every, cfg.checkpoint_every, cfg.val_images) < 0:
         raise FastNSTError("--log-every, --workers, --threads, --sample-every, --checkpoint-every and "
                            "--val-images must be ≥ 0.")
@@ -512,6 +517,9 @@ class _Trainer:
         if self.distilling:
             self.teacher = load_style(cfg.teacher, device=device)
             self.teacher.net.requires_grad_(False).eval()
+            if cfg.teacher_phases > self.teacher.net.arch.multiple:
+                raise FastNSTError(f"--teacher-phases {cfg.teacher_phases} is more than the teacher's grid has "
+                                   f"({self.teacher.net.arch.multiple} a side).")
             return
         if loss_net is None:
             for layers, what in ((cfg.content_layers, "content"), (cfg.style_layers, "style")):
@@ -722,7 +730,7 @@ class _Trainer:
                 memory_format=self.memory_format)])
         y = self.model(x)
         with torch.no_grad():
-            t = self.teacher.net(x)
+            t = phase_mean(self.teacher.net, x, cfg.teacher_phases)
         l_distill = losses.distill_loss(y, t)
         l_texture = cfg.texture_weight * losses.texture_loss(y, t)
         if self.temporal:

@@ -520,3 +520,32 @@ def test_carry_sets_the_video_networks_tent():
     assert parse_arch(TrainConfig(content=["x"], preset="video"))[0] == PRESETS["video"]
     arch, preset = parse_arch(TrainConfig(content=["x"], preset="video", carry=9))
     assert preset == "video" and arch.carry == 9 and arch.video and arch.widths == PRESETS["video"].widths
+
+
+def test_distillation_learns_the_teacher_averaged_over_its_grid_phases(photos, tmp_path, monkeypatch):
+    """--teacher-phases K: the student's target is :func:`fastnst.models.phase_mean` of the teacher (with
+    K = 1 the teacher itself: tests/test_models.py), K is recorded with the model and checked against
+    the teacher's grid."""
+    from fastnst.models import phase_mean
+    from fastnst.training import loop
+
+    teacher = loop.train(tiny_config(photos, tmp_path, steps=1, out_dir=str(tmp_path / "t"),
+                                     output=str(tmp_path / "teacher.safetensors"))).output
+    seen: list[int] = []
+
+    def recording(net, x, phases):
+        seen.append(phases)
+        return phase_mean(net, x, phases)
+
+    monkeypatch.setattr(loop, "phase_mean", recording)
+    student = {"style": [], "teacher": str(teacher), "steps": 2, "out_dir": str(tmp_path / "s"),
+               "output": str(tmp_path / "student.safetensors")}
+    out = loop.train(tiny_config(photos, tmp_path, teacher_phases=2, **student))
+    assert seen == [2, 2] and load_style(out.output).train_config["teacher_phases"] == 2
+    assert all(np.isfinite(r["total"]) for r in _log(tmp_path / "s"))
+    for bad, message in (({"teacher_phases": 5}, "more than the teacher's grid has"),
+                         ({"teacher_phases": 0}, "from 1 to 8")):
+        with pytest.raises(FastNSTError, match=message):
+            loop.train(tiny_config(photos, tmp_path, force=True, **{**student, **bad}))
+    with pytest.raises(FastNSTError, match="only with a --teacher"):
+        loop.train(tiny_config(photos, tmp_path, steps=1, teacher_phases=2))

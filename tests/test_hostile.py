@@ -421,6 +421,26 @@ def test_an_unknown_temporal_target_in_a_recipe_is_one_sentence_and_starts_no_ru
     assert files(tmp_path) == {"photos/", "style.png", "r.toml"} and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("phases, teacher, message", [("0", "starry_night_fast", "from 1 to 8"),
+                                                     ("9", "starry_night_fast", "from 1 to 8"),
+                                                     ("2", "", "only with a --teacher"),
+                                                     ("8", "starry_night_fast", "more than the teacher's grid")])
+def test_bad_teacher_phases_are_one_sentence_and_start_no_run(tmp_path: Path, capsys, phases: str, teacher: str,
+                                                              message: str) -> None:
+    """``--teacher-phases`` (the distillation teacher's mean over its grid): out of range, without a
+    teacher, or finer than the teacher's grid (fast: 4 px) is refused before anything is written."""
+    photos, style = tmp_path / "photos", tmp_path / "style.png"
+    photos.mkdir()
+    write_image(style, smooth_image(16, 16))
+    write_image(photos / "p.png", smooth_image(40, 40))
+    source = ["--teacher", teacher] if teacher else ["--style", str(style)]
+    rc = cli.main(["train", "--content", str(photos), *source, "--teacher-phases", phases, "--steps", "1",
+                   "--vgg-weights", "random", "--out-dir", str(tmp_path / "run"), "--no-progress"])
+    err = one_line(rc, capsys.readouterr().err)
+    assert message in err and "--teacher-phases" in err, err
+    assert files(tmp_path) == {"photos/p.png", "style.png"} and not (tmp_path / "run").exists()
+
+
 def test_a_video_plain_network_from_a_network_of_another_shape_is_one_sentence(tmp_path: Path, capsys) -> None:
     """``--preset video_plain --init`` takes a lite style (or a video_plain checkpoint): the fast preset's
     9×9 stem, or the gated video network, cannot start it, and nothing is written."""

@@ -27,7 +27,7 @@ to reproduce it on the same pairs (no Gram targets, no VGG pass)::
 so the student inherits the teacher's look and its response to motion and noise. With
 ``--teacher-phases K`` the teacher's output is its mean over K × K offsets of its stride grid
 (:func:`fastnst.models.phase_mean`): a strided network paints a scene moved by a fraction of its stride
-a little differently, and the mean does not, so the student learns texture that moves with the scene.
+a little differently, and the mean hardly does, so the student learns texture that moves with the scene.
 
 Video networks (``--preset video``, Ruder et al. 2018): the net also takes its own previous output
 carried along the flow, ``P = W(O_prev, f)``, times an eroded trust mask ``M̃`` (:func:`fastnst.models.video_input`).

@@ -277,9 +277,11 @@ def video_input(frame: torch.Tensor, prior: torch.Tensor | None = None, mask: to
     return torch.cat([frame, prior.to(frame.dtype) * mask, mask], 1)
 
 
-def phase_mean(net: TransformerNet, x: torch.Tensor, phases: int) -> torch.Tensor:
+def phase_mean(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, phases: int, *,
+               stride: int | None = None) -> torch.Tensor:
     """``net`` on ``x`` ``(B,C,H,W)`` averaged over ``phases × phases`` offsets of its stride grid →
-    ``net``'s output for ``x``, ``(B,3,H,W)``.
+    ``(B,3,H,W)`` as ``net`` gives. ``stride``: the grid's, default ``net.arch.multiple`` (a
+    :class:`TransformerNet`; give it for any other callable, such as an engine).
 
     A strided network is not shift-equivariant: a scene moved by a fraction of its stride
     (:attr:`Arch.multiple`: 8 px for lite, 4 for fast) lands on another phase of the grid and is painted
@@ -292,7 +294,7 @@ def phase_mean(net: TransformerNet, x: torch.Tensor, phases: int) -> torch.Tenso
     It costs ``phases²`` passes: the trainer's distillation teacher uses it (``--teacher-phases``)."""
     if phases <= 1:
         return net(x)
-    m, (h, w) = net.arch.multiple, x.shape[-2:]
+    m, (h, w) = stride or net.arch.multiple, x.shape[-2:]
     offsets = [i * m // phases for i in range(phases)]
     total = None
     for dy in offsets:

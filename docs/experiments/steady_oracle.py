@@ -27,8 +27,8 @@ and the true occlusion mask (× the input's floor under that flow).
 ``--pan 8,0 --work-scale 1`` moves the scene by whole steps of lite's stride grid (8 px), where a
 convolutional network's output can move exactly with it; ``--held-norm`` holds every instance norm's
 statistics from a stream's first frame; ``--phases K`` runs every network K × K times on its 8 px grid
-shifted by multiples of 8/K and takes the mean (:func:`phased`; the product's own version, for a
-distillation teacher, is :func:`fastnst.models.phase_mean`).
+shifted by multiples of 8/K and takes the mean (:func:`phased`, around
+:func:`fastnst.models.phase_mean`, which the trainer's ``--teacher-phases`` uses).
 
     python docs/experiments/steady_oracle.py cli K fastnst-args…
 
@@ -51,6 +51,7 @@ import torch
 
 from fastnst.flow import flow_to_tensor
 from fastnst.metrics import evaluate_frames, warp_error
+from fastnst.models import phase_mean
 from fastnst.stylizer import Stylizer, work_shape
 from fastnst.video import read_frames
 
@@ -203,7 +204,7 @@ class HeldNorm(torch.nn.Module):
 
 def hold_norms(net: torch.nn.Module) -> list[HeldNorm]:
     held = []
-    for name, m in list(net.named_modules()):
+    for m in list(net.modules()):
         for child_name, child in list(m.named_children()):
             if isinstance(child, torch.nn.InstanceNorm2d):
                 h = HeldNorm(child)
@@ -221,21 +222,13 @@ def stylizer(name: str, scale: float, held: bool) -> tuple[Stylizer, list[HeldNo
 
 def phased(network, k: int, stride: int = 8):
     """``network(work, prior)`` averaged over ``k``×``k`` phases of a stride-8 grid (lite's; a fast
-    network's 4 px grid is covered twice): each pass sees the frame (and the prior) padded by (dy, dx)
-    at the top left and its output is cropped back, so the grid lands on the scene at another offset,
-    and the mean hardly depends on where the scene falls on it."""
-    offsets = [i * stride // k for i in range(k)]
-
+    network's 4 px grid is covered twice) by :func:`fastnst.models.phase_mean`, the prior (RGB and
+    mask) padded and shifted with the frame."""
     def run(work: torch.Tensor, prior=None) -> torch.Tensor:
-        h, w = work.shape[-2:]
-        total = 0.0
-        for dy in offsets:
-            for dx in offsets:
-                def pad(t, dx=dx, dy=dy):
-                    return torch.nn.functional.pad(t, (dx, stride - dx, dy, stride - dy), mode="replicate")
-                p = None if prior is None else tuple(pad(t) for t in prior)
-                total = total + network(pad(work), p)[..., dy:dy + h, dx:dx + w]
-        return total / len(offsets) ** 2
+        if prior is None:
+            return phase_mean(lambda t: network(t, None), work, k, stride=stride)
+        both = torch.cat([work, *prior], 1)
+        return phase_mean(lambda t: network(t[:, :3], (t[:, 3:6], t[:, 6:])), both, k, stride=stride)
     return run
 
 
@@ -279,7 +272,6 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     PAN[:] = [float(v) for v in a.pan.split(",")]
     PHASES[0] = a.phases
-    from fastnst.metrics import model_stylizer  # noqa: F401  (the product's per-frame path)
     from fastnst.stabilize import stream_state
 
     canvas = load_canvas(a.video, a.canvas_frame)
@@ -323,16 +315,15 @@ def main(argv: list[str]) -> int:
     floor_true = true_warp(clip, clip.frames)
     rows = {}
     for name, frames in outputs.items():
-        r = reports[name]
+        r, e_true = reports[name], true_warp(clip, frames)
         rows[name] = {"style": r.style_distance / r.style_distance_input, "content": r.content_distance,
-                          "e_est": r.e_warp_ratio, "e_true": true_warp(clip, frames) / floor_true,
-                          "e_true_abs": true_warp(clip, frames)}
+                      "e_est": r.e_warp_ratio, "e_true": e_true / floor_true, "e_true_abs": e_true}
         print(f"{name:34s} style {rows[name]['style']:.2f}x  content {r.content_distance:.2f}  "
               f"E_warp est {rows[name]['e_est']:6.2f}x  true {rows[name]['e_true']:6.2f}x "
               f"({rows[name]['e_true_abs'] * 1e4:.2f}e-4)", flush=True)
     first = next(iter(reports.values()))
     meta = {"floor_est": first.e_warp_input, "floor_true": floor_true, "frames": a.frames, "sprite": a.sprite,
-                "canvas_frame": a.canvas_frame, "work_scale": a.work_scale}
+            "canvas_frame": a.canvas_frame, "work_scale": a.work_scale}
     print(meta)
     with open(a.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)

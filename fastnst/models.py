@@ -56,7 +56,8 @@ def instance_norm(channels: int) -> nn.Module:
 
 STEMS = ("conv9", "unshuffle")
 # A video network keeps at most this share of its prior in a pixel: some of the current painting always
-# shows through, so resampling blur cannot pile up frame after frame (as the stabiliser's MAX_BLEND).
+# shows through, so resampling blur cannot pile up frame after frame (the stabiliser instead carries
+# bicubically and checks the painting itself: fastnst/stabilize.py).
 MAX_GATE = 0.95
 GATE_BIAS = -8.0  # the gate's starting bias: σ(−8) · 0.95 ≈ 3e-4, shut
 

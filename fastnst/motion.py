@@ -34,10 +34,14 @@ MIN_SIDE = 16
 # Measured on bikes.mp4 at 213×501, Zen 5, 2 cores (per frame; E_warp of starry_night_lite with the
 # stabiliser, × the floor): scale 1: 6.9 ms, 1.59×; 0.67: 2.9 ms, 1.67×; 0.5: 2.0 ms, 1.74×; whole
 # `fastnst stylize bikes.mp4` 5.1 / 4.2 / 4.0 s. vtest.avi: 0.27× / 0.28× / 0.29×.
-DEFAULT_SCALE = 0.67
+# Since the stabiliser carries strokes whole (2026-12-04, session 14) the flow decides how well they
+# travel: on the pan of docs/experiments/steady_oracle.py, E_warp of starry_night_lite by the *true*
+# flow was 0.75× at 0.67 with "fine", 0.58× at 1 with "fine_refined", 0.56× at 1 with DIS medium (5.4
+# ms a flow against 3.2), its oracle 0.39×; the blend of whole images at 0.67 scored 1.11×. Hence 1.
+DEFAULT_SCALE = 1.0
 MIN_FLOW_SIDE = 96
 # DIS settings by name: (OpenCV preset, variational refinement iterations, finest scale; None = the
-# preset's own). "fine" is the default.
+# preset's own). DEFAULT_PRESET is the default.
 # - The finest scale: DIS's ultrafast preset stops its coarse-to-fine search at a quarter of the size
 #   it is given (finest scale 2) and fills the rest in from there, so a moving object's motion bleeds
 #   onto the still, faintly textured ground around it. On bikes.mp4's first shot (a bus over a still
@@ -52,17 +56,21 @@ MIN_FLOW_SIDE = 96
 # bigbuckbunny; tree unchanged): starry_night_lite 1.67 / 0.28 / 0.54 with "refined", 1.58 / 0.27 / 0.51
 # with "fine", 1.53 / 0.26 / 0.50 with "fine_refined"; a video network (run T of weights/README.md) 7.03 /
 # 0.50 / 0.98, 4.82 / 0.47 / 0.87, 4.30 / 0.44 / 0.84. "fine" is free; "fine_refined" buys the last few
-# % for 1.9 ms a frame.
+# % for 1.9 ms a frame. Once the stabiliser carried strokes whole it bought more (the scale's note
+# above), and it became the default (session 14).
 FLOW_PRESETS = {"ultrafast": ("ULTRAFAST", None, None), "refined": ("ULTRAFAST", 5, None),
                 "fine": ("ULTRAFAST", 0, 1), "fine_refined": ("ULTRAFAST", 3, 1),
                 "fast": ("FAST", None, None), "medium": ("MEDIUM", None, None)}
+DEFAULT_PRESET = "fine_refined"
 
 
-def _remap(image: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
-    """``image`` ``(h,w,C)`` sampled at ``(mx, my)`` (bilinear, border replicated), ``(h',w',C)``."""
+def _remap(image: np.ndarray, mx: np.ndarray, my: np.ndarray, *, sharp: bool = False) -> np.ndarray:
+    """``image`` ``(h,w,C)`` sampled at ``(mx, my)`` (bilinear, or bicubic when ``sharp``; border
+    replicated), ``(h',w',C)``."""
     import cv2
 
-    out = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    interp = cv2.INTER_CUBIC if sharp else cv2.INTER_LINEAR
+    out = cv2.remap(image, mx, my, interp, borderMode=cv2.BORDER_REPLICATE)
     return out if out.ndim == image.ndim else out[..., None]
 
 
@@ -84,7 +92,7 @@ class Motion:
     side), and the flow and trust are brought back to the frame's size (:data:`DEFAULT_SCALE`).
     """
 
-    def __init__(self, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3, preset: str = "fine",
+    def __init__(self, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3, preset: str = DEFAULT_PRESET,
                  erode: int = 3, scale: float | None = None) -> None:
         import cv2
 
@@ -174,12 +182,13 @@ class Motion:
         gx, gy = self._pixel_grid(h, w)
         return trust, (gx + back[..., 0], gy + back[..., 1])
 
-    def carry(self, image: np.ndarray) -> np.ndarray:
-        """An ``(h,w,C)`` float32 image of the previous frame moved onto the current one (bilinear,
-        border replicated; only meaningful where :attr:`trust` is high). Needs :attr:`trust` not None."""
+    def carry(self, image: np.ndarray, *, sharp: bool = False) -> np.ndarray:
+        """An ``(h,w,C)`` float32 image of the previous frame moved onto the current one (bilinear, or
+        bicubic when ``sharp``: what is carried frame after frame keeps its fine detail; border
+        replicated; only meaningful where :attr:`trust` is high). Needs :attr:`trust` not None."""
         if self._map is None:
             raise RuntimeError("no motion to carry along: check Motion.trust first")
-        return _remap(image, *self._map)
+        return _remap(image, *self._map, sharp=sharp)
 
     def prior_mask(self) -> np.ndarray | None:
         """The video networks' mask ``(h,w,1)`` (the module docstring; the frame's border does not erode),
@@ -197,4 +206,4 @@ class Motion:
         return self._eroded
 
 
-__all__ = ["DEFAULT_SCALE", "FLOW_PRESETS", "MIN_FLOW_SIDE", "MIN_SIDE", "Motion"]
+__all__ = ["DEFAULT_PRESET", "DEFAULT_SCALE", "FLOW_PRESETS", "MIN_FLOW_SIDE", "MIN_SIDE", "Motion"]

@@ -23,9 +23,10 @@ from typing import Any, TypeVar
 
 from .argtypes import camera, floats, parse_layer_weights, positive_float, seconds, unit_float, work_size
 
-# Blend weight of the motion-compensated previous output (fastnst.stabilize); chosen on bikes.mp4 with
-# `fastnst eval` (flicker against style, see weights/README.md).
-DEFAULT_STABILIZE = 0.5
+# Weight of the motion-compensated previous output (fastnst.stabilize). 1 carries trusted strokes whole:
+# on a pan with known motion it halved the true flicker of the 0.5 blend at the same style
+# (weights/README.md, "Strokes carried whole"); 0.5 was the default of the earlier, capped blend.
+DEFAULT_STABILIZE = 1.0
 # x264 speed preset for stylized video: "medium" cost more than the network itself at 480p on 2 cores
 # (benchmarks/speed.py); "veryfast" at CRF 18 keeps the quality and encodes several times faster.
 DEFAULT_PRESET = "veryfast"
@@ -106,8 +107,8 @@ class ModelOptions:
         "network resolution: short side in px (default: the style's own; 0 or 'full': full resolution); "
         "the result is upsampled to the output size", type=work_size, metavar="N"))
     stabilize: float | None = field(default=None, metadata=_h(
-        f"blend the previous frame along the input's motion against flicker (default {DEFAULT_STABILIZE}; "
-        "0: off)", type=unit_float, metavar="0..1"))
+        f"carry the previous frame's strokes along the input's motion against flicker (default "
+        f"{DEFAULT_STABILIZE:g}: whole where trusted; 0: off)", type=unit_float, metavar="0..1"))
 
 
 @dataclass

@@ -9,10 +9,25 @@ the network's working resolution. For a frame::
                                    the eroded trust mask; then the output it made
     stabilizer(frame, out)         the blend below, and the end of the frame
 
-Flicker reduction: ``out = cur + strength · MAX_BLEND · trust · (carried previous output − cur)``, the
-previous output being the previous *blended* one, so static regions settle to an exponential average
-while moving and newly visible regions follow the network at once. A shot cut trusts nothing, so the
-history restarts there. Calling it on a frame without :meth:`~Stabilizer.begin` begins it.
+Flicker reduction, at ``strength`` s::
+
+    out = cur + s · trust · agree · (carried previous output − cur)      (bicubic carry)
+
+the previous output being the previous *stabilised* one. ``trust`` is the motion stage's (the input
+matches along the flow); ``agree`` is 1 where the carried painting and the network's current one agree
+in their low frequencies (a Gaussian blur of :data:`AGREE_SIGMA` px of their difference, mean over
+RGB) and falls to 0 at :data:`AGREE_TOL`. At strength 1 a trusted stroke is carried whole, so a surface
+keeps the texture it was first painted with and the texture travels with it instead of being redrawn
+(Ruder et al. 2018 do this inside a network; here it is done outside it, for any style). Averaging two
+textures, as a capped blend does, lowers their contrast: a flat region then reads as a faint emboss.
+``agree`` is the painting's own check: where the flow carried the wrong thing (an object that has
+moved on, a slow change of light) the colours part and the network's painting takes over again; the
+strokes that differ from frame to frame are finer than the blur and do not trip it. A shot cut trusts
+nothing, so the history restarts there. Calling it on a frame without :meth:`~Stabilizer.begin`
+begins it.
+
+Measured 2026-12-04 (AMD EPYC Zen 5; `fastnst eval`, and `docs/experiments/steady_oracle.py`'s clips
+with known motion, scored by the *true* flow): weights/README.md, "Strokes carried whole".
 """
 
 from __future__ import annotations
@@ -23,17 +38,29 @@ import numpy as np
 import torch
 
 from .errors import FastNSTError
-from .motion import Motion
+from .motion import DEFAULT_PRESET, Motion
 
-# The largest share of the carried-over history in a fully trusted pixel (at strength 1): some of the
-# network's current output must always show through, or bilinear resampling blur accumulates frame
-# after frame in static regions (measured: 0.12 drift after 20 frames at 1.0, none at 0.8).
-MAX_BLEND = 0.8
+# The painting's own check (module docstring): the blur of the carried-minus-current difference, px at
+# the working size, and the mean RGB difference at which nothing is carried. Measured (strength 1, a
+# square leaving a textured scene as in tests/test_stabilize.py; starry_night_lite on bikes.mp4, E_warp
+# × the floor): no check: a ghost of 0.15 that never fades, 1.04×; 0.1: 0.031 six frames on, 1.10×;
+# 0.08: 0.025, 1.14×; 0.05: 0.020, 1.24×.
+AGREE_SIGMA = 2.0
+AGREE_TOL = 0.08
 
 
 def _hwc(x: torch.Tensor) -> np.ndarray:
     """``(1,C,h,w)`` float tensor → ``(h,w,C)`` float32 numpy array (a view when possible)."""
     return np.ascontiguousarray(x[0].detach().float().permute(1, 2, 0).cpu().numpy())
+
+
+def _agreement(diff: np.ndarray) -> np.ndarray:
+    """``(h,w,3)`` carried − current painting → ``(h,w,1)`` in [0,1]: 1 where their low frequencies agree."""
+    import cv2
+
+    low = cv2.GaussianBlur(diff, (0, 0), AGREE_SIGMA, borderType=cv2.BORDER_REFLECT)
+    low = np.abs(low)
+    return np.clip(1.0 - (low[..., 0] + low[..., 1] + low[..., 2]) * np.float32(1 / (3 * AGREE_TOL)), 0.0, 1.0)[..., None]
 
 
 def _nchw(x: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -43,15 +70,15 @@ def _nchw(x: np.ndarray, device: torch.device) -> torch.Tensor:
 class Stabilizer:
     """The per-stream state; see the module docstring for the order of calls.
 
-    ``strength`` in [0, 1]: the weight of the carried-over previous output where fully trusted, as a
-    fraction of :data:`MAX_BLEND` (0 = no blending: the stream then only serves video networks'
-    priors). ``photometric_tol``, ``cut_fraction``, ``preset``: the :class:`fastnst.motion.Motion`'s.
+    ``strength`` in [0, 1]: the weight of the carried-over previous output where the motion is fully
+    trusted and the paintings agree; 0 = no blending: the stream then only serves video networks'
+    priors. ``photometric_tol``, ``cut_fraction``, ``preset``: the :class:`fastnst.motion.Motion`'s.
     Works at whatever resolution it is given (the engine gives it the working resolution) with
     OpenCV on the CPU: a remap of a few small images costs far less than ``grid_sample`` there.
     """
 
     def __init__(self, strength: float = 0.5, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3,
-                 preset: str = "fine") -> None:
+                 preset: str = DEFAULT_PRESET) -> None:
         if not 0.0 <= strength <= 1.0:
             raise FastNSTError(f"--stabilize must be between 0 and 1, got {strength}.")
         self.strength = float(strength)
@@ -113,12 +140,13 @@ class Stabilizer:
         self._made, self._begun = set(), False
         if self.strength == 0.0:
             return output.float()
-        out = _hwc(output)
-        trust = self.motion.trust
-        if trust is not None and self._prev_out is not None and self._prev_out.shape == out.shape:
-            out = out + (MAX_BLEND * self.strength * trust) * (self.motion.carry(self._prev_out) - out)
+        out = _hwc(output).copy()
+        trust, prev = self.motion.trust, self._prev_out
+        if trust is not None and prev is not None and prev.shape == out.shape:
+            diff = self.motion.carry(prev, sharp=True) - out
+            out += (self.strength * trust * _agreement(diff)) * diff
         self._prev_out = out
-        return _nchw(out, output.device)
+        return _nchw(np.clip(out, 0.0, 1.0), output.device)
 
 
 def stream_state(strength: float, *, video: bool) -> Stabilizer | None:
@@ -127,4 +155,4 @@ def stream_state(strength: float, *, video: bool) -> Stabilizer | None:
     return Stabilizer(strength) if strength > 0 or video else None
 
 
-__all__ = ["MAX_BLEND", "Stabilizer", "stream_state"]
+__all__ = ["AGREE_SIGMA", "AGREE_TOL", "Stabilizer", "stream_state"]

@@ -39,24 +39,26 @@ def test_a_translation_is_carried_and_the_entering_strip_is_not_trusted():
 
 
 def test_the_flow_of_a_shrunk_frame_carries_at_the_frames_size():
-    """The flow runs at DEFAULT_SCALE of a frame big enough (never under MIN_FLOW_SIDE px a side) and
+    """The flow runs at a shrunk frame (a ``scale`` under 1, never under MIN_FLOW_SIDE px a side) and
     comes back scaled to the frame: a 5-px move of a fine texture is carried to a fraction of a pixel
     (the error of a flow left at the small frame's scale, 1.7 px short, is 0.1 and more)."""
-    from fastnst.motion import DEFAULT_SCALE, MIN_FLOW_SIDE
+    from fastnst.motion import MIN_FLOW_SIDE
 
     big = _texture(220, 380, 3)
     a, b = big[:, 30:330], big[:, 25:325]  # 220×300: the scene moves right by 5 px
     errors = {}
-    for scale in (1.0, DEFAULT_SCALE):
+    for scale in (1.0, 0.67):
         m = Motion(scale=scale)
         m.update(a)
         m.update(b)
         inner = (slice(12, -12), slice(20, -12))
         errors[scale] = float(np.abs(m.carry(a)[inner] - b[inner]).mean())
         assert m.trust.shape == (220, 300, 1) and m.trust[inner].mean() > 0.7 and m.prior_mask()[inner].min() == 1
-    assert Motion().flow_shape(220, 300) == (round(220 * DEFAULT_SCALE), round(300 * DEFAULT_SCALE)) != (220, 300)
-    assert errors[1.0] < 0.01 and errors[DEFAULT_SCALE] < 0.03, errors
-    assert min(Motion().flow_shape(100, 300)) == MIN_FLOW_SIDE and Motion().flow_shape(64, 96) == (64, 96)
+    shrunk = Motion(scale=0.67)
+    assert shrunk.flow_shape(220, 300) == (round(220 * 0.67), round(300 * 0.67))
+    assert errors[1.0] < 0.01 and errors[0.67] < 0.03, errors
+    assert min(shrunk.flow_shape(100, 300)) == MIN_FLOW_SIDE and shrunk.flow_shape(64, 96) == (64, 96)
+    assert Motion().flow_shape(220, 300) == (220, 300)  # the default: the working size itself
 
 
 def test_the_prior_mask_fills_speckles_and_erodes_real_holes():

@@ -41,7 +41,7 @@ MIN_SIDE = 16
 DEFAULT_SCALE = 1.0
 MIN_FLOW_SIDE = 96
 # DIS settings by name: (OpenCV preset, variational refinement iterations, finest scale; None = the
-# preset's own). DEFAULT_PRESET is the default.
+# preset's own). DEFAULT_FLOW_PRESET is the default.
 # - The finest scale: DIS's ultrafast preset stops its coarse-to-fine search at a quarter of the size
 #   it is given (finest scale 2) and fills the rest in from there, so a moving object's motion bleeds
 #   onto the still, faintly textured ground around it. On bikes.mp4's first shot (a bus over a still
@@ -61,7 +61,7 @@ MIN_FLOW_SIDE = 96
 FLOW_PRESETS = {"ultrafast": ("ULTRAFAST", None, None), "refined": ("ULTRAFAST", 5, None),
                 "fine": ("ULTRAFAST", 0, 1), "fine_refined": ("ULTRAFAST", 3, 1),
                 "fast": ("FAST", None, None), "medium": ("MEDIUM", None, None)}
-DEFAULT_PRESET = "fine_refined"
+DEFAULT_FLOW_PRESET = "fine_refined"
 
 
 def _remap(image: np.ndarray, mx: np.ndarray, my: np.ndarray, *, sharp: bool = False) -> np.ndarray:
@@ -92,7 +92,7 @@ class Motion:
     side), and the flow and trust are brought back to the frame's size (:data:`DEFAULT_SCALE`).
     """
 
-    def __init__(self, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3, preset: str = DEFAULT_PRESET,
+    def __init__(self, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3, preset: str = DEFAULT_FLOW_PRESET,
                  erode: int = 3, scale: float | None = None) -> None:
         import cv2
 
@@ -206,4 +206,4 @@ class Motion:
         return self._eroded
 
 
-__all__ = ["DEFAULT_PRESET", "DEFAULT_SCALE", "FLOW_PRESETS", "MIN_FLOW_SIDE", "MIN_SIDE", "Motion"]
+__all__ = ["DEFAULT_FLOW_PRESET", "DEFAULT_SCALE", "FLOW_PRESETS", "MIN_FLOW_SIDE", "MIN_SIDE", "Motion"]

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from .errors import FastNSTError
-from .motion import DEFAULT_PRESET, Motion
+from .motion import DEFAULT_FLOW_PRESET, Motion
 
 # The painting's own check (module docstring): the blur of the carried-minus-current difference, px at
 # the working size, and the mean RGB difference at which nothing is carried. Measured (strength 1, a
@@ -79,7 +79,7 @@ class Stabilizer:
     """
 
     def __init__(self, strength: float = 0.5, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3,
-                 preset: str = DEFAULT_PRESET) -> None:
+                 preset: str = DEFAULT_FLOW_PRESET) -> None:
         if not 0.0 <= strength <= 1.0:
             raise FastNSTError(f"--stabilize must be between 0 and 1, got {strength}.")
         self.strength = float(strength)
@@ -141,11 +141,11 @@ class Stabilizer:
         self._made, self._begun = set(), False
         if self.strength == 0.0:
             return output.float()
-        out = _hwc(output).copy()
+        out = _hwc(output)  # may be a view of the caller's tensor: never written in place
         trust, prev = self.motion.trust, self._prev_out
         if trust is not None and prev is not None and prev.shape == out.shape:
             diff = self.motion.carry(prev, sharp=True) - out
-            out += (self.strength * trust * _agreement(diff)) * diff
+            out = out + (self.strength * trust * _agreement(diff)) * diff
         self._prev_out = out
         return _nchw(np.clip(out, 0.0, 1.0), output.device)
 

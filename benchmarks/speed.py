@@ -104,19 +104,19 @@ def stage_times(frames: list[np.ndarray], styles: list[str], engines: list[str],
                 work = st.prepare(x)[1]
                 out[f"net {st.name} {st.engine.name}"] = _median_ms(lambda st=st, w=work: st.network(w), reps)
         styled = st.network(work)
-        stab = Stabilizer(0.5)
+        stab = Stabilizer(1.0)
         works = [st.prepare(torch.from_numpy(f)[None].permute(0, 3, 1, 2).float().div(255))[1]
                  for f in frames[:reps + 1]]
         it = iter(works * 2)
         out["stabilise"] = _median_ms(lambda: stab(next(it), styled), reps)
         default = Stylizer(None, device=device)  # what `fastnst stylize` runs: the default style's variant
-        stab, fr = Stabilizer(0.5), iter(frames * 2)
+        stab, fr = Stabilizer(1.0), iter(frames * 2)
         out["frame"] = _median_ms(lambda: default.stylize_uint8(torch.from_numpy(next(fr))[None], stab), reps)
         out["default"] = f"{default.name}/{default.engine.name}"
         # the whole frame of each variant (a video network's prior included), default engine, stabilised
         for style in styles:
             st = Stylizer(style, device=device)
-            stab, fr = Stabilizer(0.5), iter(frames * 2)
+            stab, fr = Stabilizer(1.0), iter(frames * 2)
             out[f"frame {st.name}"] = _median_ms(lambda st=st, stab=stab, fr=fr: st.stylize_uint8(
                 torch.from_numpy(next(fr))[None], stab), reps)
     out["work size"] = tuple(work.shape[-2:])

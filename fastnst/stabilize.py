@@ -78,7 +78,7 @@ class Stabilizer:
     OpenCV on the CPU: a remap of a few small images costs far less than ``grid_sample`` there.
     """
 
-    def __init__(self, strength: float = 0.5, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3,
+    def __init__(self, strength: float = 1.0, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3,
                  preset: str = DEFAULT_FLOW_PRESET) -> None:
         if not 0.0 <= strength <= 1.0:
             raise FastNSTError(f"--stabilize must be between 0 and 1, got {strength}.")

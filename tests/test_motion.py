@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastnst.motion import Motion
+from fastnst.motion import Motion, _complete
 from fastnst.stabilize import Stabilizer, stream_state
 
 
@@ -71,6 +71,23 @@ def test_the_prior_mask_fills_speckles_and_erodes_real_holes():
     mask = m.prior_mask()[..., 0]
     assert mask[5, 7] == 1 and mask[:, 50:52].min() == 1
     assert mask[19:31, 29:46].max() == 0 and mask[17, 27] == 1 and mask[32, 47] == 1
+
+
+def test_a_flow_the_two_directions_disagree_on_is_filled_in_from_around_and_only_nearby():
+    """A surface with no texture of its own: the forward-backward check fails on it, the flow around
+    it is known. A small hole is filled with its surroundings' motion; deep inside a wide failed
+    region nothing vouches for a fill, so it stays unsupported."""
+    back = np.empty((64, 96, 2), np.float32)
+    back[...] = (2.5, -1.0)
+    consistent = np.ones((64, 96), bool)
+    back[20:28, 40:48] = (40.0, 30.0)  # DIS's guess on the flat patch, unrelated to the motion
+    consistent[20:28, 40:48] = False
+    consistent[:, :40] = False  # a wide region of failures (an occlusion, or a frame of noise)
+    filled, supported = _complete(back.copy(), consistent)
+    np.testing.assert_allclose(filled[20:28, 40:48], np.broadcast_to((2.5, -1.0), (8, 8, 2)), atol=0.05)
+    assert supported[20:28, 40:48].all()
+    assert not supported[:, :20].any()
+    np.testing.assert_array_equal(filled[consistent], back[consistent])  # the checked flow is kept
 
 
 def test_a_cut_trusts_nothing_and_is_counted():

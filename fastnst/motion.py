@@ -27,6 +27,10 @@ pixels trusted and doubled the flicker against 3 px; no erosion halved it again.
 
 from __future__ import annotations
 
+import os
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 # DIS needs at least 12 px a side; frames that small have no motion worth following.
@@ -77,6 +81,19 @@ DEFAULT_FLOW_PRESET = "fine_refined"
 # FILL_SIGMA 12: sn_t1000 on bikes 3.93×.
 FILL_SIGMA = 6.0
 FILL_SUPPORT = 0.3
+
+
+def _dis(preset: str):
+    """An OpenCV DIS optical flow object for a key of :data:`FLOW_PRESETS`."""
+    import cv2
+
+    base, refine, finest = FLOW_PRESETS[preset]
+    dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{base}"))
+    if refine is not None:
+        dis.setVariationalRefinementIterations(refine)
+    if finest is not None:
+        dis.setFinestScale(finest)
+    return dis
 
 
 def _remap(image: np.ndarray, mx: np.ndarray, my: np.ndarray, *, sharp: bool = False) -> np.ndarray:
@@ -130,14 +147,10 @@ class Motion:
 
     def __init__(self, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3, preset: str = DEFAULT_FLOW_PRESET,
                  erode: int = 3, scale: float | None = None) -> None:
-        import cv2
-
-        base, refine, finest = FLOW_PRESETS[preset]
-        self._dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{base}"))
-        if refine is not None:
-            self._dis.setVariationalRefinementIterations(refine)
-        if finest is not None:
-            self._dis.setFinestScale(finest)
+        # one DIS per direction: the two flows of a frame run at once (_trust)
+        self._dis, self._dis_fwd = _dis(preset), _dis(preset)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
         self.photometric_tol, self.cut_fraction, self.erode = photometric_tol, cut_fraction, erode
         self.scale = DEFAULT_SCALE if scale is None else scale
         self.cuts = 0
@@ -187,8 +200,12 @@ class Motion:
 
     def _trust(self, frame: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(trust (h,w,1), backward flow (h,w,2))`` at the flow's size."""
+        # The forward flow in a second thread while this one computes the backward flow: OpenCV releases
+        # the GIL in DIS, which keeps two cores busy only in part. Both flows, bikes.mp4 at 213×501 on
+        # the 2-core Zen 5: 4.4 ms at once against 6.4 ms one after the other; the same flows.
+        fwd_job = self._worker().submit(self._dis_fwd.calc, self._prev_gray, gray, None)  # previous → current
         back = self._dis.calc(gray, self._prev_gray, None)  # current → previous
-        fwd = self._dis.calc(self._prev_gray, gray, None)  # previous → current
+        fwd = fwd_job.result()
         h, w = gray.shape
         gx, gy = self._pixel_grid(h, w)
         mx, my = gx + back[..., 0], gy + back[..., 1]
@@ -206,6 +223,14 @@ class Motion:
         mismatch = (diff[..., 0] + diff[..., 1] + diff[..., 2]) * np.float32(1 / 3)
         photometric = np.clip(1.0 - mismatch / self.photometric_tol, 0.0, 1.0)
         return ((supported & inside) * photometric)[..., None].astype(np.float32), back
+
+    def _worker(self) -> ThreadPoolExecutor:
+        """The stream's one flow thread, started on first use in this process (a forked training
+        worker starts its own) and stopped when the Motion is collected."""
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool, self._pool_pid = ThreadPoolExecutor(1, thread_name_prefix="fastnst-flow"), os.getpid()
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        return self._pool
 
     def _to_frame(self, trust: np.ndarray, back: np.ndarray, h: int, w: int
                   ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:

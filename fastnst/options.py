@@ -108,7 +108,7 @@ class ModelOptions:
         "the result is upsampled to the output size", type=work_size, metavar="N"))
     stabilize: float | None = field(default=None, metadata=_h(
         f"carry the previous frame's strokes along the input's motion against flicker (default "
-        f"{DEFAULT_STABILIZE:g}: whole where trusted; 0: off)", type=unit_float, metavar="0..1"))
+        f"{DEFAULT_STABILIZE:g}: nearly whole where trusted; 0: off)", type=unit_float, metavar="0..1"))
 
 
 @dataclass

@@ -117,7 +117,7 @@ def test_flags_and_messages_a_user_knows() -> None:
     assert g.styles == ["s1", "s2"] and g.quiet
     webcam_help = _subparser("webcam").format_help()
     assert "--no-window" in webcam_help and "(default: True)" not in webcam_help
-    assert f"(default {DEFAULT_STABILIZE:g}: whole where trusted; 0: off)" in " ".join(
+    assert f"(default {DEFAULT_STABILIZE:g}: nearly whole where trusted; 0: off)" in " ".join(
         _subparser("stylize").format_help().split())
 
 

@@ -115,9 +115,9 @@ def _sum_sq(v: np.ndarray) -> np.ndarray:
 def _complete(back: np.ndarray, consistent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where the forward-backward check fails, the backward flow ``(h,w,2)`` (filled in place) from the
     consistent pixels around: a normalised Gaussian convolution of :data:`FILL_SIGMA` px, run at a
-    quarter of the size (a fill is smooth; on bikes.mp4 at 213×501 it costs 1.4 ms a frame, 4.8 at full size).
-    Returns it and ``(h,w)`` bool: consistent, or with at least :data:`FILL_SUPPORT` of that
-    neighbourhood consistent."""
+    quarter of the size (a fill is smooth; on bikes.mp4 at 213×501 it costs 1.4 ms a frame, 4.8 at
+    full size). Returns it and ``(h,w)`` bool: consistent, or with at least :data:`FILL_SUPPORT` of
+    that neighbourhood consistent."""
     import cv2
 
     h, w = consistent.shape
@@ -145,8 +145,8 @@ class Motion:
     side), and the flow and trust are brought back to the frame's size (:data:`DEFAULT_SCALE`).
     """
 
-    def __init__(self, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3, preset: str = DEFAULT_FLOW_PRESET,
-                 erode: int = 3, scale: float | None = None) -> None:
+    def __init__(self, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3,
+                 preset: str = DEFAULT_FLOW_PRESET, erode: int = 3, scale: float | None = None) -> None:
         # one DIS per direction: the two flows of a frame run at once (_trust)
         self._dis, self._dis_fwd = _dis(preset), _dis(preset)
         self._pool: ThreadPoolExecutor | None = None
@@ -203,8 +203,9 @@ class Motion:
         # The forward flow in a second thread while this one computes the backward flow: OpenCV releases
         # the GIL in DIS, which keeps two cores busy only in part. Both flows, bikes.mp4 at 213×501 on
         # the 2-core Zen 5: 4.4 ms at once against 6.4 ms one after the other; the same flows.
-        fwd_job = self._worker().submit(self._dis_fwd.calc, self._prev_gray, gray, None)  # previous → current
-        back = self._dis.calc(gray, self._prev_gray, None)  # current → previous
+        # previous → current there, current → previous here
+        fwd_job = self._worker().submit(self._dis_fwd.calc, self._prev_gray, gray, None)
+        back = self._dis.calc(gray, self._prev_gray, None)
         fwd = fwd_job.result()
         h, w = gray.shape
         gx, gy = self._pixel_grid(h, w)
@@ -270,5 +271,5 @@ class Motion:
         return self._eroded
 
 
-__all__ = ["DEFAULT_FLOW_PRESET", "DEFAULT_SCALE", "FILL_SIGMA", "FILL_SUPPORT", "FLOW_PRESETS", "MIN_FLOW_SIDE", "MIN_SIDE",
-           "Motion"]
+__all__ = ["DEFAULT_FLOW_PRESET", "DEFAULT_SCALE", "FILL_SIGMA", "FILL_SUPPORT", "FLOW_PRESETS",
+           "MIN_FLOW_SIDE", "MIN_SIDE", "Motion"]

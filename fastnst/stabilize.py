@@ -25,9 +25,8 @@ textures, as a capped blend does, lowers their contrast: a flat region then read
 moved on, a slow change of light) the colours part and the network's painting takes over again.
 Strokes finer than the blur trip it little; strokes redrawn wholly on every frame trip it in part, and
 are then still partly averaged (the check at 0.87–0.90, so 0.78–0.81 of the carried painting kept a
-frame, in tests/test_stabilize.py's pan). A shot cut trusts
-nothing, so the history restarts there. Calling it on a frame without :meth:`~Stabilizer.begin`
-begins it.
+frame, in tests/test_stabilize.py's pan). A shot cut trusts nothing, so the history restarts there.
+Calling it on a frame without :meth:`~Stabilizer.begin` begins it.
 
 Measured 2026-12-04/05 (AMD EPYC Zen 5; `fastnst eval`, and `docs/experiments/steady_oracle.py`'s
 clips with known motion, scored by the *true* flow): weights/README.md, "Strokes carried whole" and
@@ -72,7 +71,8 @@ def _agreement(diff: np.ndarray) -> np.ndarray:
 
     low = cv2.GaussianBlur(diff, (0, 0), AGREE_SIGMA, borderType=cv2.BORDER_REFLECT)
     low = np.abs(low)
-    return np.clip(1.0 - (low[..., 0] + low[..., 1] + low[..., 2]) * np.float32(1 / (3 * AGREE_TOL)), 0.0, 1.0)[..., None]
+    scale = np.float32(1 / (3 * AGREE_TOL))  # the mean over RGB, in units of the tolerance
+    return np.clip(1.0 - (low[..., 0] + low[..., 1] + low[..., 2]) * scale, 0.0, 1.0)[..., None]
 
 
 def _nchw(x: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -83,10 +83,11 @@ class Stabilizer:
     """The per-stream state; see the module docstring for the order of calls.
 
     ``strength`` in [0, 1]: the weight of the carried-over previous output where the motion is fully
-    trusted and the paintings agree (times :data:`HOLD`); 0 = no blending: the stream then only serves video networks'
-    priors. ``photometric_tol``, ``cut_fraction``, ``preset``: the :class:`fastnst.motion.Motion`'s.
-    Works at whatever resolution it is given (the engine gives it the working resolution) with
-    OpenCV on the CPU: a remap of a few small images costs far less than ``grid_sample`` there.
+    trusted and the paintings agree (times :data:`HOLD`); 0 = no blending: the stream then only serves
+    video networks' priors. ``photometric_tol``, ``cut_fraction``, ``preset``: the
+    :class:`fastnst.motion.Motion`'s. Works at whatever resolution it is given (the engine gives it the
+    working resolution) with OpenCV on the CPU: a remap of a few small images costs far less than
+    ``grid_sample`` there.
     """
 
     def __init__(self, strength: float = 1.0, *, photometric_tol: float = 0.08, cut_fraction: float = 0.3,

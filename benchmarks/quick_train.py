@@ -47,7 +47,8 @@ sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data"
 
 
-def run_one(painting: Path, minutes: float, max_frames: int, home: Path, work: Path) -> dict:
+def run_one(painting: Path, minutes: float, max_frames: int, home: Path, work: Path,
+            extra: list[str]) -> dict:
     # FASTNST_HOME moves the VGG cache too: name the weights cached under the caller's settings
     from fastnst.vgg import cached_weights_path
 
@@ -55,7 +56,7 @@ def run_one(painting: Path, minutes: float, max_frames: int, home: Path, work: P
     env = {**os.environ, "FASTNST_HOME": str(home), "PYTHONPATH": str(REPO)}
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "train", "--style", str(painting), "--quick", "--minutes",
-                           str(minutes), "--out-dir", str(work / painting.stem), "--force", "--no-progress", *vgg],
+                           str(minutes), "--out-dir", str(work / painting.stem), "--force", "--no-progress", *vgg, *extra],
                           env=env, cwd=work, capture_output=True, text=True, check=False)
     wall = time.monotonic() - t0
     if proc.returncode != 0:
@@ -94,14 +95,17 @@ def main() -> None:
     ap.add_argument("--paintings", default="PortraitOfPereTanguy.webp,VincentVanGogh0013.webp,VincentVanGogh0019.webp")
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--max-frames", type=int, default=40)
+    ap.add_argument("--temporal-weight", type=float, default=None,
+                    help="passed to quick mode (default: quick mode's own)")
     ap.add_argument("--work", default="", help="folder for FASTNST_HOME, run folders and reports (default: temporary)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         rows = []
+        extra = [] if args.temporal_weight is None else ["--temporal-weight", str(args.temporal_weight)]
         for p in args.paintings.split(","):
-            rows.append(run_one(DATA / "styles" / p, args.minutes, args.max_frames, work / "home", work))
+            rows.append(run_one(DATA / "styles" / p, args.minutes, args.max_frames, work / "home", work, extra))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
         print(table(rows))
 

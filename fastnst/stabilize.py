@@ -65,6 +65,13 @@ def _hwc(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x[0].detach().float().permute(1, 2, 0).cpu().numpy())
 
 
+def _own(x: np.ndarray) -> np.ndarray:
+    """``x``, copied if it is a view of the caller's memory: what is kept for the next frame must not
+    change with a buffer the caller reuses (a frame read into the same array each time; the numpy image
+    of a ``(1,3,h,w)`` tensor made from an ``(h,w,3)`` array is a view of it)."""
+    return x if x.flags.owndata else x.copy()
+
+
 def _agreement(diff: np.ndarray) -> np.ndarray:
     """``(h,w,3)`` carried − current painting → ``(h,w,1)`` in [0,1]: 1 where their low frequencies agree."""
     import cv2
@@ -122,7 +129,7 @@ class Stabilizer:
             raise ValueError("Stabilizer takes one frame at a time")
         if self._begun:
             return
-        self.motion.update(_hwc(frame))
+        self.motion.update(_own(_hwc(frame)))
         self._begun = True
 
     def prior(self, key: Hashable, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -136,7 +143,7 @@ class Stabilizer:
 
     def remember(self, key: Hashable, output: torch.Tensor) -> None:
         """What the network ``key`` made of this frame, ``(1,3,h,w)`` in [0,1]: the next frame's prior."""
-        self._priors[key] = _hwc(output)
+        self._priors[key] = _own(_hwc(output))
         self._made.add(key)
 
     @torch.no_grad()
@@ -158,7 +165,7 @@ class Stabilizer:
         if trust is not None and prev is not None and prev.shape == out.shape:
             diff = self.motion.carry(prev, sharp=True) - out
             out = out + ((self.strength * HOLD) * trust * _agreement(diff)) * diff
-        self._prev_out = out
+        self._prev_out = _own(out)
         return _nchw(np.clip(out, 0.0, 1.0), output.device)
 
 

@@ -130,6 +130,25 @@ def test_begin_estimates_motion_once_per_frame(monkeypatch):
     assert len(calls) == 3
 
 
+def test_what_is_kept_for_the_next_frame_does_not_change_with_a_buffer_the_caller_reuses():
+    """A stream read into the same arrays each frame (a capture buffer): the tensors made from them are
+    views, and the motion and the history must keep copies, not the buffers."""
+    tex, other = _texture(32, 48), _texture(32, 48, 5)
+    frame_buf, out_buf = tex.copy(), np.full((32, 48, 3), 0.2, np.float32)
+    frame, out = _t(frame_buf), _t(out_buf)  # (1,3,h,w) over (h,w,3) arrays: channels-last views
+    stab = Stabilizer(1.0)
+    stab(frame, out)
+    frame_buf[:] = other  # the next frame read into the same buffers: another scene (a cut) ...
+    out_buf[:] = 0.25
+    steady = stab(frame, out)
+    assert stab.cuts == 1  # ... which the motion sees, having kept the first frame ...
+    assert torch.allclose(steady, torch.tensor(0.25))  # ... so nothing is carried
+    frame_buf[:] = other  # the same scene again: the history kept is 0.25, not the reused buffer's 0.3
+    out_buf[:] = 0.3
+    carried = stab(frame, out)
+    assert abs(float(carried.mean()) - (0.3 - 0.9 * 0.8 * 0.05)) < 0.01
+
+
 def test_a_stream_state_exists_when_stabilising_or_for_a_video_network():
     assert stream_state(0.0, video=False) is None
     assert stream_state(0.0, video=True).strength == 0.0

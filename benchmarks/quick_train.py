@@ -1,7 +1,8 @@
 """Quick mode end to end: a painting → an installed style in a time budget, then its figures on bikes.mp4.
 
     nice -n 5 python benchmarks/quick_train.py [--paintings Gogh4.webp,PortraitOfPereTanguy.webp]
-                                               [--minutes 5] [--max-frames 40] [--work DIR]
+                                               [--minutes 5] [--max-frames 40] [--temporal-weight T]
+                                               [--work DIR]
 
 For each painting (from ../shared/data/styles) it runs ``python -m train --style P --quick --minutes M``
 in a fresh ``FASTNST_HOME`` and run folder, timing the whole command (Python start-up included), then
@@ -10,8 +11,10 @@ stabilisation on; the unstabilised figures come from the same pass), and prints 
 painting. Targets (issue 14): style distance ≤ 0.40× the input's, content distance ≤ 2.0, E_warp ≤
 3× the floor, wall time ≤ budget + 30 s.
 
-Measured on the 2-core AMD Zen 3 (fp32: no native bf16) with nothing else running, default ``--quick``
-(temporal weight 10000), 5 minutes, with
+``--temporal-weight T`` is passed to quick mode (default: its own, 3000). The figures of both weights
+on the Zen 5 of 2026-12-05 are in the README's quick-mode section. Measured earlier on the 2-core AMD
+Zen 3 (fp32: no native bf16) with nothing else running, with the default of then (temporal weight
+10000) and the stabiliser of then, 5 minutes, with
 ``python benchmarks/quick_train.py --paintings PortraitOfPereTanguy.webp,VincentVanGogh0013.webp,VincentVanGogh0019.webp``;
 the base rows are ``fastnst eval bikes.mp4 --model BASE --style PAINTING --max-frames 40``:
 

@@ -10,7 +10,7 @@
    Fine-tuning a network that already paints in a similar palette and stroke scale needs far fewer
    steps than starting from scratch.
 3. Fine-tunes it (:data:`QUICK_SETTINGS`: fast preset, 128 px crops, batch 4, style image at 320 px,
-   lr 2e-4, style weight 30, temporal weight 10000) on ``--content`` or, without it, on the photos
+   lr 2e-4, style weight 30, temporal weight 3000) on ``--content`` or, without it, on the photos
    shipped for this (``fastnst/data/quick_photos``), and stops by the wall clock: a
    :class:`BudgetClock` times the steps and sets the trainer's stop event when the time left is
    what one more step and the finishing work need.
@@ -52,27 +52,39 @@ from ..errors import FastNSTError
 # ended as a purple smear; at 3e-4 8.7 → 13.5 → 7.4 (step 10), at 1e-4 8.7 → 7.4 steadily.
 QUICK_SETTINGS = {
     "preset": "fast", "image_size": 128, "batch_size": 4, "style_size": 320, "lr": 2e-4,
-    "style_weight": 30.0, "temporal_weight": 10_000.0, "content_weight": 1.0, "tv_weight": 10.0,
+    "style_weight": 30.0, "temporal_weight": 3000.0, "content_weight": 1.0, "tv_weight": 10.0,
 }
-# Temporal weight 10000: it sets where a fine-tune lands between painterly and steady. On
-# VincentVanGogh0013 from night_cafe_fast, 145 steps (what 5 quiet minutes buy here), bikes.mp4, 40
-# frames, default stylize settings — style distance × the input's / E_warp × the floor:
+# Temporal weight 3000: it sets where a fine-tune lands between painterly and steady. Under the
+# stabiliser of 2026-12-05 (strokes carried whole, the flow filled in), `python benchmarks/quick_train.py
+# --temporal-weight T` (the three paintings below, 5 minutes, bikes.mp4, 40 frames, default stylize
+# settings; AMD EPYC Zen 5, 2 cores, 810-870 steps; pinned to one core, 420-460) — style distance ×
+# the input's / E_warp × the floor:
+#   painting                 temporal 10000              temporal 3000
+#   PortraitOfPereTanguy     0.68x / 0.93x (1 core 0.69x / 0.91x)   0.58x / 1.79x (1 core 0.58x / 1.91x)
+#   VincentVanGogh0013       0.64x / 0.91x (0.61x / 0.97x)          0.48x / 2.37x (0.50x / 2.08x)
+#   VincentVanGogh0019       0.66x / 1.01x (0.66x / 1.01x)          0.55x / 2.28x (0.58x / 1.88x)
+# 3000 brings every painting 0.08-0.16 of the input's distance nearer, inside issue 14's 3x flicker
+# bound with room left, and it holds with half the steps: the balance, not the compute, decides where a
+# run lands. VincentVanGogh0013 with a 15-minute budget (2656 steps): 0.48x / 2.25x. The base nets
+# themselves, under the same stabiliser: cafe_terrace_fast on PortraitOfPereTanguy 0.71x / 1.70x,
+# night_cafe_fast on VincentVanGogh0013 0.75x / 1.57x, on VincentVanGogh0019 0.78x / 1.57x: at 3000 a
+# quick model flickers up to 1.5x its base's, at 10000 less than it.
+# Until then the default was 10000. Under the earlier stabiliser (blending whole images) it was the only
+# setting that kept the video steadier than the base; on VincentVanGogh0013 from night_cafe_fast, 145
+# steps on the Zen 3, bikes.mp4, 40 frames:
 #   temporal 20: 0.42x / 13.1x (71 steps)   1000: 0.44x / 8.6x   3000: 0.51x / 5.0x   10000: 0.62x / 2.2x
 #   the base net itself: 0.75x / 3.3x
-# Only 10000 keeps the video steadier than the base; a fine-tune that flickers 2.6x more than the net
-# it came from is not what fastnst is for. Below it the style term undoes the base's temporal
-# training within a few dozen steps. At 10000 the style saturates rather than waiting for compute: 26
-# steps 0.70x / 2.1x, 145 steps 0.62x / 2.2x, 533 steps (a 15-minute budget) 0.63x / 1.7x. lr 6e-4 with
-# a 10-step warm-up (0.64x / 2.1x) and content weight 0.3 (same
-# style on the sample photos) did not help: the temporal term is what binds. Two other ways were tried
-# and dropped: training only the 1-D parameters (instance-norm scales and shifts, biases; lr 3e-3,
-# temporal 1000, 75 steps on a loaded CPU) gave 0.58x / 4.9x; folding a linear colour transfer onto the
-# painting (Pitie & Kokaram's Monge-Kantorovich map) into the last conv raised the contrast 2-2.5x and
-# with it the flicker (6.7-9.8x), and the style distance did not improve. Later levers landed on the same
-# curve too: an anti-aliased net (0.45x / 8.6x at temporal 1000), real-video noise levels for the second
-# frame, real frame pairs from other videos, the painting at 640 px, --stabilize 1 (the README's quick-mode
-# section and docs/quick_frontier.png). --temporal-weight moves the balance for a user who prefers the
-# painting to steadiness.
+# Below 3000 the style term undoes the base's temporal training within a few dozen steps. lr 6e-4 with
+# a 10-step warm-up (0.64x / 2.1x) and content weight 0.3 (same style on the sample photos) did not
+# help: the temporal term is what binds. Two other ways were tried and dropped: training only the 1-D
+# parameters (instance-norm scales and shifts, biases; lr 3e-3, temporal 1000, 75 steps on a loaded
+# CPU) gave 0.58x / 4.9x; folding a linear colour transfer onto the painting (Pitie & Kokaram's
+# Monge-Kantorovich map) into the last conv raised the contrast 2-2.5x and with it the flicker
+# (6.7-9.8x), and the style distance did not improve. Later levers landed on the same curve too: an
+# anti-aliased net (0.45x / 8.6x at temporal 1000), real-video noise levels for the second frame, real
+# frame pairs from other videos, the painting at 640 px, --stabilize 1 (the README's quick-mode section
+# and docs/quick_frontier.png). --temporal-weight moves the balance for a user who prefers the painting
+# to steadiness, or the other way.
 MATCH_SIZE = 256  # longer side of both paintings when the nearest shipped style is picked
 MIN_SIDE = 64  # px: smaller paintings hold no brush strokes worth learning
 MIN_MINUTES = 1.0
@@ -131,7 +143,7 @@ def build_parser(prog: str = "python -m train") -> argparse.ArgumentParser:
     p.add_argument("--eval-frames", type=int, default=40, help="frames of --eval-video measured (default 40)")
     p.add_argument("--temporal-weight", type=float, default=QUICK_SETTINGS["temporal_weight"],
                    help="steadiness against closeness to the painting: lower gets nearer the painting and "
-                        "flickers more (1000: ~1.4x nearer, ~4x the flicker; default %(default)g)")
+                        "flickers more (10000: about half the flicker, ~1.2x farther from it; default %(default)g)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")

@@ -124,6 +124,7 @@ def _period2_energy(y: torch.Tensor) -> float:
     return float((blocks - blocks.mean(2, keepdim=True)).abs().mean())
 
 
+@torch.no_grad()
 def test_an_untrained_lite_net_has_no_grid_pattern():
     """ICNR: the four sub-pixels start equal, so a flat input gives a flat output and a ramp no 2×2 grid."""
     torch.manual_seed(0)

@@ -65,7 +65,8 @@ QUICK_SETTINGS = {
 #   VincentVanGogh0019       0.66x / 1.01x (0.66x / 1.01x)          0.55x / 2.28x (0.58x / 1.88x)
 # 3000 brings every painting 0.08-0.16 of the input's distance nearer, inside issue 14's 3x flicker
 # bound with room left, and it holds with half the steps: the balance, not the compute, decides where a
-# run lands. VincentVanGogh0013 with a 15-minute budget (2656 steps): 0.48x / 2.25x. The base nets
+# run lands. VincentVanGogh0013 with a 15-minute budget (2656 steps): 0.48x / 2.25x; with 2 minutes
+# on one core (171 steps): 0.51x / 2.21x (10000: 0.64x / 0.99x). The base nets
 # themselves, under the same stabiliser: cafe_terrace_fast on PortraitOfPereTanguy 0.71x / 1.70x,
 # night_cafe_fast on VincentVanGogh0013 0.75x / 1.57x, on VincentVanGogh0019 0.78x / 1.57x: at 3000 a
 # quick model flickers up to 1.5x its base's, at 10000 less than it.

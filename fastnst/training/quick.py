@@ -59,10 +59,10 @@ QUICK_SETTINGS = {
 # --temporal-weight T` (the three paintings below, 5 minutes, bikes.mp4, 40 frames, default stylize
 # settings; AMD EPYC Zen 5, 2 cores, 810-870 steps; pinned to one core, 420-460) — style distance ×
 # the input's / E_warp × the floor:
-#   painting                 temporal 10000              temporal 3000
-#   PortraitOfPereTanguy     0.68x / 0.93x (1 core 0.69x / 0.91x)   0.58x / 1.79x (1 core 0.58x / 1.91x)
-#   VincentVanGogh0013       0.64x / 0.91x (0.61x / 0.97x)          0.48x / 2.37x (0.50x / 2.08x)
-#   VincentVanGogh0019       0.66x / 1.01x (0.66x / 1.01x)          0.55x / 2.28x (0.58x / 1.88x)
+#   painting               temporal 10000 (1 core)          temporal 3000 (1 core)
+#   PortraitOfPereTanguy   0.68x / 0.93x (0.69x / 0.91x)    0.58x / 1.79x (0.58x / 1.91x)
+#   VincentVanGogh0013     0.64x / 0.91x (0.61x / 0.97x)    0.48x / 2.37x (0.50x / 2.08x)
+#   VincentVanGogh0019     0.66x / 1.01x (0.66x / 1.01x)    0.55x / 2.28x (0.58x / 1.88x)
 # 3000 brings every painting 0.08-0.16 of the input's distance nearer, inside issue 14's 3x flicker
 # bound with room left, and it holds with half the steps: the balance, not the compute, decides where a
 # run lands. VincentVanGogh0013 with a 15-minute budget (2656 steps): 0.48x / 2.25x; with 2 minutes
@@ -75,7 +75,9 @@ QUICK_SETTINGS = {
 # steps on the Zen 3, bikes.mp4, 40 frames:
 #   temporal 20: 0.42x / 13.1x (71 steps)   1000: 0.44x / 8.6x   3000: 0.51x / 5.0x   10000: 0.62x / 2.2x
 #   the base net itself: 0.75x / 3.3x
-# Below 3000 the style term undoes the base's temporal training within a few dozen steps. lr 6e-4 with
+# Below 10000 the style term undid the base's temporal training within a few dozen steps; at 10000 the
+# style saturated rather than waiting for compute: 26 steps 0.70x / 2.1x, 145 steps 0.62x / 2.2x, 533
+# steps (a 15-minute budget) 0.63x / 1.7x. lr 6e-4 with
 # a 10-step warm-up (0.64x / 2.1x) and content weight 0.3 (same style on the sample photos) did not
 # help: the temporal term is what binds. Two other ways were tried and dropped: training only the 1-D
 # parameters (instance-norm scales and shifts, biases; lr 3e-3, temporal 1000, 75 steps on a loaded

@@ -181,7 +181,10 @@ class Motion:
         return (h, w) if s >= 1.0 else (max(1, round(h * s)), max(1, round(w * s)))
 
     def update(self, frame: np.ndarray) -> None:
-        """The next input frame ``(h,w,3)`` float32 in [0,1]: flow and trust against the previous one."""
+        """The next input frame ``(h,w,3)`` float32 in [0,1]: flow and trust against the previous one.
+        At the flow's size the frame itself is kept, not copied, as the next update's reference: the
+        caller must not write into it afterwards (:class:`fastnst.stabilize.Stabilizer` passes its own
+        copy)."""
         import cv2
 
         h, w = frame.shape[:2]

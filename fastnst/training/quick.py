@@ -77,9 +77,8 @@ QUICK_SETTINGS = {
 #   the base net itself: 0.75x / 3.3x
 # Below 10000 the style term undid the base's temporal training within a few dozen steps; at 10000 the
 # style saturated rather than waiting for compute: 26 steps 0.70x / 2.1x, 145 steps 0.62x / 2.2x, 533
-# steps (a 15-minute budget) 0.63x / 1.7x. lr 6e-4 with
-# a 10-step warm-up (0.64x / 2.1x) and content weight 0.3 (same style on the sample photos) did not
-# help: the temporal term is what binds. Two other ways were tried and dropped: training only the 1-D
+# steps (a 15-minute budget) 0.63x / 1.7x. lr 6e-4 with a 10-step warm-up (0.64x / 2.1x) and content
+# weight 0.3 (same style on the sample photos) did not help: the temporal term is what binds. Two other ways were tried and dropped: training only the 1-D
 # parameters (instance-norm scales and shifts, biases; lr 3e-3, temporal 1000, 75 steps on a loaded
 # CPU) gave 0.58x / 4.9x; folding a linear colour transfer onto the painting (Pitie & Kokaram's
 # Monge-Kantorovich map) into the last conv raised the contrast 2-2.5x and with it the flicker

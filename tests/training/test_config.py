@@ -95,8 +95,10 @@ def test_every_recipe_parses_into_a_valid_config_reproducing_its_shipped_style(r
     assert shipped.net.arch == arch
     reproduced = [*REPRODUCED, "teacher", "texture_weight", "steadiness_weight", "empty_prior", "unroll",
                   "unroll_after", "occluders", "prior_jitter", "prior_erode", "prior_motion", "temporal_target"]
-    assert {k: cfg.to_dict()[k] for k in reproduced} == {k: shipped.train_config.get(k, TrainConfig().to_dict()[k])
-                                                         for k in reproduced}
+    recorded = {k: shipped.train_config.get(k, TrainConfig().to_dict()[k]) for k in reproduced}
+    # the teacher as the run named it: a style name, or the file (recorded by its name only) of that style
+    recorded["teacher"] = recorded["teacher"].removesuffix(".safetensors")
+    assert {k: cfg.to_dict()[k] for k in reproduced} == recorded
     if cfg.teacher:  # a twin paints its teacher's painting at its teacher's working size
         teacher = load_style(cfg.teacher)
         assert shipped.metadata["style_image"] == teacher.metadata["style_image"]
@@ -111,6 +113,36 @@ def test_every_recipe_parses_into_a_valid_config_reproducing_its_shipped_style(r
     assert "/work" not in recipe.read_text() and str(REPO) not in recipe.read_text()  # no machine paths
     if data.is_dir():  # the example data beside the checkout, when present
         assert all(Path(p).is_file() for p in cfg.style) and Path(cfg.content[0]).is_dir()
+
+
+STAGES = sorted((REPO / "train" / "recipes" / "stages").glob("*.toml"))
+
+
+def _lands_at(recipe: Path) -> Path:
+    """Where a recipe's model lands (relative to the folder the command runs in)."""
+    from fastnst.training.loop import parse_arch, run_paths
+
+    cfg = parse_config(["--recipe", str(recipe)])
+    return run_paths(cfg, parse_arch(cfg)[1])[2]
+
+
+def test_the_stages_before_a_shipped_style_are_recipes_that_hand_on_to_each_other():
+    """A shipped style fine-tuned from an earlier stage names that stage's model as its ``init``; each
+    such model is what a recipe in stages/ makes, and a distillation there is taught by another stage."""
+    made_by = {_lands_at(stage): stage for stage in STAGES}
+    assert len(made_by) == len(STAGES)  # no two stages write one file
+    for recipe in RECIPES:
+        cfg = parse_config(["--recipe", str(recipe)])
+        if not cfg.init:
+            continue
+        stage = made_by[Path(cfg.init)]
+        assert _lands_at(recipe) not in made_by
+        teacher = parse_config(["--recipe", str(stage)]).teacher
+        if teacher:
+            assert Path(teacher) in made_by
+    for stage in STAGES:  # every stage is used by a shipped style's chain
+        assert any(str(_lands_at(stage)) in r.read_text() or str(_lands_at(stage)) in s.read_text()
+                   for r in RECIPES for s in STAGES if s != stage)
 
 
 def test_recipe_values_are_overridden_by_explicit_options_and_paths_follow_the_data_root(tmp_path, monkeypatch):

@@ -69,7 +69,9 @@ QUICK_SETTINGS = {
 # on one core (171 steps): 0.51x / 2.21x (10000: 0.64x / 0.99x). The base nets
 # themselves, under the same stabiliser: cafe_terrace_fast on PortraitOfPereTanguy 0.71x / 1.70x,
 # night_cafe_fast on VincentVanGogh0013 0.75x / 1.57x, on VincentVanGogh0019 0.78x / 1.57x: at 3000 a
-# quick model flickers up to 1.5x its base's, at 10000 less than it.
+# quick model flickers up to 1.5x its base's, at 10000 less than it. These were measured from the stage-2
+# bases; from the stage-3 ones (shipped since, fine-tuned at this balance) the same runs land at 0.55x /
+# 2.09x, 0.46x / 2.45x and 0.54x / 2.41x (README, "Your own painting in minutes").
 # Until then the default was 10000. Under the earlier stabiliser (blending whole images) it was the only
 # setting that kept the video steadier than the base; on VincentVanGogh0013 from night_cafe_fast, 145
 # steps on the Zen 3, bikes.mp4, 40 frames:

@@ -131,11 +131,12 @@ def test_the_stages_before_a_shipped_style_are_recipes_that_hand_on_to_each_othe
     such model is what a recipe in stages/ makes, and a distillation there is taught by another stage."""
     made_by = {_lands_at(stage): stage for stage in STAGES}
     assert len(made_by) == len(STAGES)  # no two stages write one file
-    for recipe in RECIPES:
-        cfg = parse_config(["--recipe", str(recipe)])
-        if not cfg.init:
-            continue
-        stage = made_by[Path(cfg.init)]
+    chained = [r for r in RECIPES if parse_config(["--recipe", str(r)]).init]
+    assert chained  # today every shipped style is a stage-3 fine-tune
+    for recipe in chained:
+        init = Path(parse_config(["--recipe", str(recipe)]).init)
+        assert init in made_by, f"{recipe.name} starts from {init}, which no recipe in stages/ makes"
+        stage = made_by[init]
         assert _lands_at(recipe) not in made_by
         teacher = parse_config(["--recipe", str(stage)]).teacher
         if teacher:

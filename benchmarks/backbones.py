@@ -21,7 +21,7 @@ import torch
 from fastnst.backbones import RANDOM, get_backbone
 from fastnst.devices import pick_device
 from fastnst.errors import FastNSTError
-from fastnst.gatys import GatysConfig, stylize_gatys
+from fastnst.gatys import IMAGE_TV_WEIGHT, GatysConfig, stylize_gatys
 from fastnst.images import read_image, resize_to, to_tensor, to_uint8, write_image
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t0)
-        rows.append((name, weights, statistics.median(times), hist[-1]["tv"] / cfg.tv_weight, hist[-1]["total"]))
+        rows.append((name, weights, statistics.median(times), hist[-1]["tv"] / IMAGE_TV_WEIGHT, hist[-1]["total"]))
         if args.out:
             write_image(args.out / f"{name}.png", to_uint8(out))
         print(f"  {name}: done", file=sys.stderr)

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from . import __version__
 from .argtypes import HelpFormatter
@@ -101,10 +102,16 @@ def _add_vgg(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_gatys(args: argparse.Namespace) -> int:
-    from .fileio import check_writable
+    from .fileio import check_writable, refuse_existing
     from .gatys import run_gatys_files
+    from .images import IMAGE_SUFFIXES
 
     o = from_args(GatysOptions, args)
+    if Path(o.content).suffix.lower() not in IMAGE_SUFFIXES:
+        return _gatys_video(o)
+    if o.start is not None or o.duration is not None:
+        raise FastNSTError("--start and --duration apply to a video; the content is an image.")
+    refuse_existing(o.output, o.force)
     check_writable(o.output)  # before the minutes of optimisation
     result = run_gatys_files(o.content, o.styles, o.output, o.config, device=o.device, weights=o.vgg_weights,
                              progress=not o.quiet)
@@ -114,6 +121,19 @@ def _cmd_gatys(args: argparse.Namespace) -> int:
           f"total {result.total:.4g}")
     if result.sheet is not None:
         print(f"intermediate results: {result.sheet}")
+    return 0
+
+
+def _gatys_video(o: GatysOptions) -> int:
+    from .gatys_video import run_gatys_video
+
+    r = run_gatys_video(o.content, o.styles, o.output, o.config, device=o.device, weights=o.vgg_weights,
+                        force=o.force, start=o.start, duration=o.duration, progress=not o.quiet)
+    audio = f", audio: {', '.join(sorted(set(r.audio.values())))}" if r.audio else ", no audio"
+    print(f"wrote {r.output}  ({r.size[1]}x{r.size[0]}, {r.frames} frames optimised at {r.work[1]}x{r.work[0]}, "
+          f"{r.seconds:.1f} s on {r.device}, {r.seconds / max(1, r.frames):.1f} s a frame{audio})")
+    if r.cuts:
+        print(f"{r.cuts} frame(s) after the first were painted from scratch (cuts, or motion not trusted)")
     return 0
 
 

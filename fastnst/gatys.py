@@ -78,12 +78,17 @@ def match_luminance(style_y: torch.Tensor, content_y: torch.Tensor) -> torch.Ten
 # --- the optimisation -------------------------------------------------------------------------------
 
 
-def build_loss(cfg: GatysConfig, extractor: nn.Module) -> PerceptualLoss:
-    """The perceptual loss of ``cfg`` (the backbone's default layers where ``cfg`` names none)."""
+IMAGE_TV_WEIGHT = 1.0  # the total-variation weight of an image when ``cfg.tv_weight`` is None
+
+
+def build_loss(cfg: GatysConfig, extractor: nn.Module, *, tv_weight: float = IMAGE_TV_WEIGHT) -> PerceptualLoss:
+    """The perceptual loss of ``cfg`` (the backbone's default layers where ``cfg`` names none; ``tv_weight``
+    where ``cfg.tv_weight`` is None)."""
     spec = get_backbone(cfg.backbone)
     return PerceptualLoss(extractor, cfg.content_layers or dict.fromkeys(spec.content_layers, 1.0),
                           cfg.style_layers or dict.fromkeys(spec.style_layers, 1.0), content_weight=cfg.content_weight,
-                          style_weight=cfg.style_weight, tv_weight=cfg.tv_weight)
+                          style_weight=cfg.style_weight,
+                          tv_weight=tv_weight if cfg.tv_weight is None else cfg.tv_weight)
 
 
 def initial_image(cfg: GatysConfig, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:

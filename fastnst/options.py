@@ -261,8 +261,14 @@ class EvalOptions:
 class GatysConfig:
     """Settings of one Gatys optimisation (fastnst.gatys). ``None`` layers mean the backbone's defaults."""
 
-    size: int = field(default=384, metadata=_h("longer side of the optimised image, px"))
-    steps: int = field(default=300, metadata=_h("optimiser iterations"))
+    size: int = field(default=384, metadata=_h("longer side of the optimised image (of each frame of a video), px"))
+    steps: int = field(default=300, metadata=_h(
+        "optimiser iterations (of a video: for its first frame and each frame after a cut)"))
+    frame_steps: int = field(default=20, metadata=_h(
+        "video: iterations for every other frame, which starts from the previous result carried along "
+        "the motion"))
+    temporal_weight: float = field(default=1e5, metadata=_h(
+        "video: weight of the term holding each frame to the previous result where the motion is trusted"))
     optimizer: str = field(default="lbfgs", metadata=_h("optimiser", choices=("lbfgs", "adam")))
     lr: float | None = field(default=None, metadata=_h(
         "learning rate (default: 1 for L-BFGS, 0.02 for Adam)", type=float))
@@ -273,7 +279,9 @@ class GatysConfig:
         "NAME[:W],… e.g. relu1_1,relu2_1:0.5 (default: the backbone's)", type=parse_layer_weights))
     content_weight: float = field(default=1.0, metadata=_h("weight of the content loss"))
     style_weight: float = field(default=10.0, metadata=_h("weight of the style (Gram) loss"))
-    tv_weight: float = field(default=1.0, metadata=_h("weight of the total-variation loss"))
+    tv_weight: float | None = field(default=None, metadata=_h(
+        "weight of the total-variation loss (default: 1 for an image; 30 for a video, whose smoother strokes "
+        "travel with the motion better)", type=float))
     style_blend: Sequence[float] | None = field(default=None, metadata=_h(
         "blend weights of several style images, e.g. 0.7,0.3", flag="--style-weights", type=floats))
     preserve_color: bool = field(default=False, metadata=_h(
@@ -287,12 +295,18 @@ class GatysConfig:
 
 @dataclass
 class GatysOptions:
-    """``fastnst gatys`` (:func:`fastnst.gatys.run_gatys_files`)."""
+    """``fastnst gatys`` (:func:`fastnst.gatys.run_gatys_files`; a video: :func:`fastnst.gatys_video.run_gatys_video`)."""
 
-    content: str = field(default="", metadata=_h("content image", positional=True))
+    content: str = field(default="", metadata=_h(
+        "content image, or a video (stylized frame by frame, each held to the previous one)", positional=True))
     styles: list[str] = field(default_factory=list, metadata=_h(
         "style image(s); several are blended", positional=True, nargs="+"))
-    output: str = field(default="", metadata=_h("output image (.png/.jpg)", short="-o", required=True))
+    output: str = field(default="", metadata=_h(
+        "output image (.png/.jpg), or a video file (.mp4/.mkv) for a video CONTENT", short="-o", required=True))
+    force: bool = field(default=False, metadata=_h("replace an existing output file"))
+    start: float | None = field(default=None, metadata=_h("video: start time (s or [HH:]MM:SS)", type=seconds))
+    duration: float | None = field(default=None, metadata=_h(
+        "video: segment length (s or [HH:]MM:SS); try a few seconds first, a frame takes seconds", type=seconds))
     config: GatysConfig = field(default_factory=GatysConfig, metadata=_group())
     vgg_weights: str | None = field(default=None, metadata=_h(
         "weights file for the backbone (.safetensors/.h5/.pth)"))

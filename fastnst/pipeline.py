@@ -59,22 +59,6 @@ from .timeline import Mix, Schedule, format_mix
 # --------------------------------------------------------------------------------------------------
 
 
-def _estimate_total(container, stream, start: float | None, duration: float | None) -> int | None:
-    from .video import stream_duration, stream_fps
-
-    fps = float(stream_fps(stream))
-    total_s = stream_duration(container, stream)
-    n = int(stream.frames or 0)
-    if start or duration is not None or n <= 0:
-        if total_s is None:
-            return round(duration * fps) if duration is not None else None
-        remaining = max(0.0, total_s - (start or 0.0))
-        if duration is not None:
-            remaining = min(remaining, duration)
-        return max(1, round(remaining * fps))
-    return n
-
-
 @dataclass
 class VideoResult:
     """Outcome of :func:`stylize_video`. ``width``/``height``: the size written, which
@@ -197,7 +181,7 @@ def _start_run(mixer: Mixer, schedule: Schedule, stabilizer: Stabilizer | None, 
     """The stages of one run, wired with their queues (the threads are started by :func:`_execute`)."""
     from tqdm.auto import tqdm
 
-    from .video import iter_decoded
+    from .video import estimate_frames, iter_decoded
 
     device = mixer.first.device
     ctx = source.stream.codec_context
@@ -212,7 +196,7 @@ def _start_run(mixer: Mixer, schedule: Schedule, stabilizer: Stabilizer | None, 
                            max_size=engine.max_size, audio_streams=source.audio, path=source.path,
                            notes=source.notes)
     output = _OutputFactory(out_path, source, video)
-    bar = tqdm(total=_estimate_total(source.container, source.stream, video.start, video.duration), unit="frame",
+    bar = tqdm(total=estimate_frames(source.container, source.stream, video.start, video.duration), unit="frame",
                disable=not progress, dynamic_ncols=True, desc=source.path.name, leave=True)
     return _Run(mixer, schedule, stabilizer, source, output, batch_size, stop, q_in, q_out, Reader(decoded, q_in),
                 Writer(q_out, output, stop), ThreadTuner(device, engine.threads), bar)

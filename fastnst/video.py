@@ -227,6 +227,21 @@ def probe(path: str | os.PathLike, *, max_pixels: int | None = None) -> VideoInf
         )
 
 
+def estimate_frames(container, stream, start: float | None, duration: float | None) -> int | None:
+    """How many frames decoding ``[start, start + duration)`` will give, for a progress bar (None: unknown)."""
+    fps = float(stream_fps(stream))
+    total_s = stream_duration(container, stream)
+    n = int(stream.frames or 0)
+    if start or duration is not None or n <= 0:
+        if total_s is None:
+            return round(duration * fps) if duration is not None else None
+        remaining = max(0.0, total_s - (start or 0.0))
+        if duration is not None:
+            remaining = min(remaining, duration)
+        return max(1, round(remaining * fps))
+    return n
+
+
 def _seek(container, start: float | None) -> None:
     if start and start > 0:
         import av
@@ -827,6 +842,7 @@ __all__ = [
     "VideoWriter",
     "check_container",
     "check_encoder",
+    "estimate_frames",
     "even_pad",
     "frame_to_rgb",
     "iter_decoded",

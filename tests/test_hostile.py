@@ -1000,3 +1000,48 @@ def test_03_an_interrupted_folder_run_says_what_exists(tmp_path: Path, model: Pa
     captured = capsys.readouterr()
     assert rc == 130 and captured.err == "fastnst: interrupted\n"
     assert captured.out == f"wrote {out / 'a.webp'}\n" and files(out) == {"a.webp"}
+
+
+# --- the reference mode on a video ----------------------------------------------------------------
+
+
+def _gatys(capsys, content, style, out, *extra: str) -> tuple[int, str]:
+    rc = cli.main(["gatys", str(content), str(style), "-o", str(out), "--device", "cpu", "-q", *extra])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("out_name", "extra", "says"), [
+    ("o.png", (), "needs a video extension"),
+    ("o.mp4", ("--save-every", "2"), "--save-every applies to images"),
+    ("o.mp4", ("--frame-steps", "0"), "--frame-steps must be at least 1"),
+    ("old.mp4", (), "already exists"),
+    ("o.xyz", (), ".xyz"),
+])
+def test_gatys_on_a_video_refuses_in_one_sentence(tmp_path: Path, capsys, out_name: str, extra, says: str) -> None:
+    from fastnst import vgg
+
+    weights = vgg.save_weights(vgg.VGGWeights(vgg.VGG19Features(["relu5_1"]).layers.state_dict(), "torchvision",
+                                              "test"), tmp_path / "w.safetensors")
+    video = make_video(tmp_path / "v.mp4", w=32, h=24, n=3, audio=None)
+    style = write_image(tmp_path / "s.png", smooth_image(16, 16))
+    (tmp_path / "old.mp4").write_bytes(b"keep")
+    before = files(tmp_path)
+    rc, err = _gatys(capsys, video, style, tmp_path / out_name, "--vgg-weights", str(weights), "--steps", "1",
+                     "--size", "32", *extra)
+    assert says in one_line(rc, err)
+    assert files(tmp_path) == before and (tmp_path / "old.mp4").read_bytes() == b"keep"
+
+
+def test_gatys_never_replaces_an_image_without_force(tmp_path: Path, capsys) -> None:
+    image = write_image(tmp_path / "a.png", smooth_image(16, 16))
+    out = write_image(tmp_path / "o.png", smooth_image(8, 8))
+    before = out.read_bytes()
+    rc, err = _gatys(capsys, image, image, out, "--steps", "1")
+    assert "already exists; pass --force" in one_line(rc, err) and out.read_bytes() == before
+
+
+def test_gatys_on_an_image_refuses_a_segment(tmp_path: Path, capsys) -> None:
+    image = write_image(tmp_path / "a.png", smooth_image(16, 16))
+    before = files(tmp_path)
+    rc, err = _gatys(capsys, image, image, tmp_path / "o.png", "--duration", "2")
+    assert "apply to a video" in one_line(rc, err) and files(tmp_path) == before

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import FastNSTError
 from .gatys import build_loss, initial_image, luminance, match_luminance, rgb_to_yiq, yiq_to_rgb
@@ -33,7 +34,6 @@ from .losses import temporal_loss
 from .motion import Motion
 from .options import GatysConfig
 from .perceptual import PerceptualLoss
-from .upsample import upsample
 
 # The total-variation weight of a video when ``cfg.tv_weight`` is None. Measured on bikes.mp4 (60
 # frames at --size 501) and on a pan with known motion: at 30 the strokes are smoother and the video
@@ -113,7 +113,9 @@ class FrameOptimizer:
         self.prev = x[0].permute(1, 2, 0).cpu().numpy()
         if self.cfg.preserve_color:
             x = yiq_to_rgb(torch.cat([x[:, :1], rgb_to_yiq(rgb)[:, 1:]], dim=1)).clamp(0, 1)
-        out = upsample(x, rgb, torch.empty(1, 3, H, W), "bicubic") if (h, w) != (H, W) else x
+        if (h, w) != (H, W):  # back to the frame's size
+            x = F.interpolate(x, size=(H, W), mode="bicubic", align_corners=False).clamp_(0, 1)
+        out = x
         return (out[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
 
     def _optimise(self, content: torch.Tensor, x0: torch.Tensor, steps: int, carried: torch.Tensor | None = None,
@@ -141,6 +143,9 @@ class FrameOptimizer:
 
         for _ in range(rounds):
             opt.step(objective)
+            if rounds > 1:  # Adam: kept in range after each step, as the image mode does
+                with torch.no_grad():
+                    x.clamp_(0, 1)
         out = x.detach()
         if not torch.isfinite(out).all():
             raise FastNSTError("The optimisation diverged (not finite); lower --lr, --style-weight or "

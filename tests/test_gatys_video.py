@@ -56,13 +56,14 @@ def _moved_error(outs: list[np.ndarray]) -> float:
     return float(np.mean(errs))
 
 
-def test_strokes_move_with_the_scene(net, style) -> None:
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_strokes_move_with_the_scene(net, style, optimizer: str) -> None:
     frames = _pan(6)
-    held = gv.FrameOptimizer([style], _cfg(), net)
+    held = gv.FrameOptimizer([style], _cfg(optimizer=optimizer), net)
     video = [held(f) for f in frames]
     # every frame painted on its own, as the image mode would
-    alone = [gv.FrameOptimizer([style], _cfg(), net)(f) for f in frames]
-    free = gv.FrameOptimizer([style], _cfg(temporal_weight=0.0), net)
+    alone = [gv.FrameOptimizer([style], _cfg(optimizer=optimizer), net)(f) for f in frames]
+    free = gv.FrameOptimizer([style], _cfg(optimizer=optimizer, temporal_weight=0.0), net)
     unheld = [free(f) for f in frames]
     assert held.cuts == 0
     e_video, e_alone, e_free = _moved_error(video), _moved_error(alone), _moved_error(unheld)

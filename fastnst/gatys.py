@@ -177,6 +177,22 @@ def stylize_gatys(
     return out, history
 
 
+def prepare(cfg: GatysConfig, style_paths: Sequence[str | os.PathLike], *, device: str | torch.device | None,
+            weights: str | os.PathLike | None, extractor: nn.Module | None
+            ) -> tuple[torch.device, list[torch.Tensor], nn.Module]:
+    """What an image or a video needs before it is optimised: ``cfg`` checked, the device, the style
+    images ``(1,3,h,w)`` in [0,1] at ``cfg.size``, and the backbone (``extractor`` when given)."""
+    if cfg.steps < 1 or cfg.size < 16:
+        raise FastNSTError("--steps must be ≥ 1 and --size ≥ 16.")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    styles = [resize_to(to_tensor(read_image(p), dev), cfg.size) for p in style_paths]
+    if extractor is None:
+        spec = get_backbone(cfg.backbone)
+        layers = list(cfg.content_layers or spec.content_layers) + list(cfg.style_layers or spec.style_layers)
+        extractor = load_extractor(layers, backbone=cfg.backbone, weights=weights, pool=cfg.pool, device=dev)
+    return dev, styles, extractor
+
+
 def run_gatys_files(
     content_path: str | os.PathLike,
     style_paths: Sequence[str | os.PathLike],
@@ -192,16 +208,8 @@ def run_gatys_files(
     output = Path(output)
     if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
         raise FastNSTError(f"Output {output} needs an image extension (.png or .jpg).")
-    if cfg.steps < 1 or cfg.size < 16:
-        raise FastNSTError("--steps must be ≥ 1 and --size ≥ 16.")
-    dev = device if isinstance(device, torch.device) else pick_device(device)
+    dev, styles, extractor = prepare(cfg, style_paths, device=device, weights=weights, extractor=extractor)
     content = resize_to(to_tensor(read_image(content_path), dev), cfg.size)
-    styles = [resize_to(to_tensor(read_image(p), dev), cfg.size) for p in style_paths]
-
-    if extractor is None:
-        spec = get_backbone(cfg.backbone)
-        layers = list(cfg.content_layers or spec.content_layers) + list(cfg.style_layers or spec.style_layers)
-        extractor = load_extractor(layers, backbone=cfg.backbone, weights=weights, pool=cfg.pool, device=dev)
 
     frames: list[tuple[int, np.ndarray]] = []
 

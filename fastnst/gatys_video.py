@@ -177,11 +177,8 @@ def run_gatys_video(
     be written or that exists without ``force``."""
     from tqdm.auto import tqdm
 
-    from .backbones import get_backbone
-    from .devices import pick_device
     from .engine import check_output
-    from .images import read_image, resize_to, to_tensor
-    from .perceptual import load_extractor
+    from .gatys import prepare
     from .video import estimate_frames, open_input
 
     in_path, out_path = Path(content_path), Path(output)
@@ -194,12 +191,7 @@ def run_gatys_video(
         raise FastNSTError("--duration must be positive.")
     container, stream = open_input(in_path)  # a missing or broken input fails before the backbone loads
     with container:
-        dev = device if isinstance(device, torch.device) else pick_device(device)
-        styles = [resize_to(to_tensor(read_image(p), dev), cfg.size) for p in style_paths]
-        if extractor is None:
-            spec = get_backbone(cfg.backbone)
-            layers = list(cfg.content_layers or spec.content_layers) + list(cfg.style_layers or spec.style_layers)
-            extractor = load_extractor(layers, backbone=cfg.backbone, weights=weights, pool=cfg.pool, device=dev)
+        dev, styles, extractor = prepare(cfg, style_paths, device=device, weights=weights, extractor=extractor)
         stylize = FrameOptimizer(styles, cfg, extractor)
         torch.manual_seed(cfg.seed)
         t0 = time.perf_counter()

@@ -1014,6 +1014,8 @@ def _gatys(capsys, content, style, out, *extra: str) -> tuple[int, str]:
     ("o.png", (), "needs a video extension"),
     ("o.mp4", ("--save-every", "2"), "--save-every applies to images"),
     ("o.mp4", ("--frame-steps", "0"), "--frame-steps must be at least 1"),
+    ("o.mp4", ("--size", "8"), "--size ≥ 16"),
+    ("o.mp4", ("--duration", "0"), "--duration must be positive"),
     ("old.mp4", (), "already exists"),
     ("o.xyz", (), ".xyz"),
 ])

@@ -208,8 +208,9 @@ def run_gatys_files(
     output = Path(output)
     if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
         raise FastNSTError(f"Output {output} needs an image extension (.png or .jpg).")
+    image = read_image(content_path)  # an unreadable content is named before the backbone is looked for
     dev, styles, extractor = prepare(cfg, style_paths, device=device, weights=weights, extractor=extractor)
-    content = resize_to(to_tensor(read_image(content_path), dev), cfg.size)
+    content = resize_to(to_tensor(image, dev), cfg.size)
 
     frames: list[tuple[int, np.ndarray]] = []
 

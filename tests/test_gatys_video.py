@@ -181,3 +181,17 @@ def test_a_video_defaults_to_smoother_strokes_than_an_image(net, style) -> None:
     assert gv.FrameOptimizer([style], cfg, net).loss.tv_weight == gv.VIDEO_TV_WEIGHT == 30.0
     assert gv.FrameOptimizer([style], _cfg(tv_weight=2.0), net).loss.tv_weight == 2.0
     assert GatysConfig().tv_weight is None
+
+
+def test_a_missing_or_broken_video_is_named_before_the_backbone_is_looked_for(tmp_path: Path, monkeypatch) -> None:
+    from fastnst import gatys
+
+    def no_backbone(*a, **k):
+        raise AssertionError("the backbone was looked for first")
+
+    monkeypatch.setattr(gatys, "prepare", no_backbone)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    style = write_image(tmp_path / "s.png", smooth_image(32, 32, 5))
+    for name, says in (("nope.mp4", "does not exist"), ("broken.mp4", "broken.mp4")):
+        with pytest.raises(FastNSTError, match=says):
+            gv.run_gatys_video(tmp_path / name, [style], tmp_path / "o.mp4", _cfg(), device="cpu", progress=False)

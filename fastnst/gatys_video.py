@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from .errors import FastNSTError
 from .gatys import build_loss, initial_image, luminance, match_luminance, rgb_to_yiq, yiq_to_rgb
+from .images import longer_side_shape
 from .losses import temporal_loss
 from .motion import Motion
 from .options import GatysConfig
@@ -53,12 +54,6 @@ class GatysVideoResult:
     device: str
     cuts: int  # frames painted from scratch after the first (shot cuts, untrusted motion)
     audio: dict[int, str] = field(default_factory=dict)  # input stream index → "copy" or "aac"
-
-
-def work_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """The ``(h, w)`` a frame is optimised at: its longer side scaled to ``size``, as the image mode does."""
-    s = size / max(height, width)
-    return max(1, round(height * s)), max(1, round(width * s))
 
 
 class FrameOptimizer:
@@ -95,7 +90,7 @@ class FrameOptimizer:
         import cv2
 
         H, W = frame.shape[:2]
-        h, w = work_size(H, W, self.cfg.size)
+        h, w = longer_side_shape(H, W, self.cfg.size)  # as the image mode's resize_to
         small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if h <= H else cv2.INTER_CUBIC)
         small = small.astype(np.float32) * np.float32(1 / 255)
         self.motion.update(small.copy())  # the motion stage keeps its argument as the next reference
@@ -115,8 +110,7 @@ class FrameOptimizer:
             x = yiq_to_rgb(torch.cat([x[:, :1], rgb_to_yiq(rgb)[:, 1:]], dim=1)).clamp(0, 1)
         if (h, w) != (H, W):  # back to the frame's size
             x = F.interpolate(x, size=(H, W), mode="bicubic", align_corners=False).clamp_(0, 1)
-        out = x
-        return (out[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+        return (x[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
 
     def _optimise(self, content: torch.Tensor, x0: torch.Tensor, steps: int, carried: torch.Tensor | None = None,
                   trust: torch.Tensor | None = None) -> torch.Tensor:
@@ -179,16 +173,13 @@ def run_gatys_video(
 
     from .engine import check_output
     from .gatys import prepare
-    from .video import estimate_frames, open_input
+    from .video import check_segment, estimate_frames, open_input
 
     in_path, out_path = Path(content_path), Path(output)
     if cfg.save_every:
         raise FastNSTError("--save-every applies to images; a video is written whole.")
     check_output(in_path, out_path, "libx264", force=force)
-    if start is not None and start < 0:
-        raise FastNSTError("--start must be zero or positive.")
-    if duration is not None and duration <= 0:
-        raise FastNSTError("--duration must be positive.")
+    check_segment(start, duration)  # before the backbone loads, though iter_decoded checks it too
     container, stream = open_input(in_path)  # a missing or broken input fails before the backbone loads
     with container:
         dev, styles, extractor = prepare(cfg, style_paths, device=device, weights=weights, extractor=extractor)
@@ -253,4 +244,4 @@ def _encode(container, stream, in_path: Path, out_path: Path, stylize: FrameOpti
     return n, size, routes
 
 
-__all__ = ["VIDEO_TV_WEIGHT", "FrameOptimizer", "GatysVideoResult", "run_gatys_video", "work_size"]
+__all__ = ["VIDEO_TV_WEIGHT", "FrameOptimizer", "GatysVideoResult", "run_gatys_video"]

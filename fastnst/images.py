@@ -200,12 +200,17 @@ def resize_max(images: torch.Tensor, max_side: int | None) -> torch.Tensor:
     return images if size == (h, w) else F.interpolate(images, size=size, mode="area")
 
 
+def longer_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """``(height, width)`` scaled, up or down, so the longer side is ``size``."""
+    s = size / max(height, width)
+    return max(1, round(height * s)), max(1, round(width * s))
+
+
 def resize_to(images: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
     """Resize ``(B,C,H,W)`` to ``size`` (an int sets the longer side) with antialiased bilinear."""
     h, w = images.shape[-2:]
     if isinstance(size, int):
-        s = size / max(h, w)
-        size = (max(1, round(h * s)), max(1, round(w * s)))
+        size = longer_side_shape(h, w, size)
     return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
 
 

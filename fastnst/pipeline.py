@@ -273,11 +273,10 @@ def _stabilize_strength(stabilize: float | None) -> float:
 
 def _check_request(in_path: Path, out_path: Path, video: VideoOptions, force: bool) -> None:
     """Refuse a request that cannot work before anything is loaded or decoded (one sentence each)."""
+    from .video import check_segment
+
     check_output(in_path, out_path, video.codec, force=force, crf=video.crf, preset=video.preset)
-    if video.start is not None and video.start < 0:
-        raise FastNSTError("--start must be zero or positive.")
-    if video.duration is not None and video.duration <= 0:
-        raise FastNSTError("--duration must be positive.")
+    check_segment(video.start, video.duration)
     if video.batch_size is not None and int(video.batch_size) < 1:
         raise FastNSTError("--batch-size must be at least 1.")
 

@@ -357,6 +357,14 @@ class _Window:
         return "stop" if self.done and t >= self.t_end else "skip"
 
 
+def check_segment(start: float | None, duration: float | None) -> None:
+    """Refuse a segment that cannot be decoded (one sentence): ``start`` < 0 or ``duration`` ≤ 0."""
+    if start is not None and start < 0:
+        raise FastNSTError("--start must be zero or positive.")
+    if duration is not None and duration <= 0:
+        raise FastNSTError("--duration must be positive.")
+
+
 def iter_decoded(
     container,
     stream,
@@ -381,10 +389,7 @@ def iter_decoded(
     """
     import av
 
-    if start is not None and start < 0:
-        raise FastNSTError("--start must be zero or positive.")
-    if duration is not None and duration <= 0:
-        raise FastNSTError("--duration must be positive.")
+    check_segment(start, duration)
     tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
     t_start = float(start or 0.0)
     window = _Window(tb, t_start, t_start + duration if duration is not None else math.inf, max_size, max_pixels,
@@ -842,6 +847,7 @@ __all__ = [
     "VideoWriter",
     "check_container",
     "check_encoder",
+    "check_segment",
     "estimate_frames",
     "even_pad",
     "frame_to_rgb",

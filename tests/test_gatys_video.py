@@ -158,9 +158,11 @@ def test_refusals_come_before_any_work(tmp_path: Path, net) -> None:
 
 
 def test_work_size_scales_the_longer_side() -> None:
-    assert gv.work_size(272, 640, 384) == (163, 384)
-    assert gv.work_size(2, 2, 32) == (32, 32)
-    assert gv.work_size(640, 272, 384) == (384, 163)
+    from fastnst.images import longer_side_shape
+
+    assert longer_side_shape(272, 640, 384) == (163, 384)
+    assert longer_side_shape(2, 2, 32) == (32, 32)
+    assert longer_side_shape(640, 272, 384) == (384, 163)
 
 
 def test_a_segment_starts_at_zero_with_its_audio(tmp_path: Path, net) -> None:

@@ -702,6 +702,15 @@ def model_stylizer(style_model: str | os.PathLike, *, device: torch.device | str
     return lambda frame: stylizer(frame, stabilizer)
 
 
+# A stylized file whose colour is stored at half resolution (4:2:0, as H.264 players expect) loses
+# part of a painting's chroma texture, and differently on every frame as it moves: measured 2026-12-05
+# (Zen 5), starry_night_fast on bikes.mp4, 60 frames, 1.94x the floor on the fly, 2.04x after a 4:4:4
+# YUV round trip, 2.57x after a 4:2:0 one, 2.64x from the file `fastnst stylize` writes (x264, CRF 18);
+# on bigbuckbunny.mp4 (1280x720) 0.68x, 0.75x and 0.90x: a third more at either size.
+_SUBSAMPLED_NOTE = ("the stylized file stores its colour at reduced resolution ({pix_fmt}): its E_warp includes "
+                    "that loss, which figures measured on the fly (--model) do not.")
+
+
 def evaluate_outputs(
     input_video: str | os.PathLike,
     outputs: Mapping[str, str | os.PathLike | FrameStylizer],
@@ -715,10 +724,11 @@ def evaluate_outputs(
     """Evaluate several stylized versions of one input video in one pass; each output is a stylized
     video file (same frame rate and frame count as the input) or a frame stylizer callable.
     ``kwargs`` go to :func:`evaluate_frames`."""
-    from .video import read_frames
+    from .video import probe, read_frames
 
     dev = device if isinstance(device, torch.device) else pick_device(device)
     sources: dict[str, Iterable[Frame] | FrameStylizer] = {}
+    subsampled: dict[str, str] = {}  # output name → pixel format, for files whose colour is subsampled
     readers = [read_frames(input_video, start=start, max_size=max_size)]
     try:
         for name, src in outputs.items():
@@ -727,11 +737,18 @@ def evaluate_outputs(
             else:
                 readers.append(read_frames(src, start=start, max_size=max_size))
                 sources[name] = readers[-1]
-        return evaluate_frames(readers[0], sources, style_image=style_image, device=dev,
-                               input_name=str(input_video), **kwargs)
+                info = probe(src)
+                if info.chroma_subsampled:
+                    subsampled[name] = info.pix_fmt
+        reports = evaluate_frames(readers[0], sources, style_image=style_image, device=dev,
+                                  input_name=str(input_video), **kwargs)
     finally:
         for r in readers:  # close the containers of streams left unfinished (max_frames)
             r.close()
+    for name, pix_fmt in subsampled.items():
+        if name in reports:
+            reports[name].notes.append(_SUBSAMPLED_NOTE.format(pix_fmt=pix_fmt))
+    return reports
 
 
 def evaluate_video(

@@ -66,6 +66,8 @@ class VideoInfo:
     audio_codec: str | None
     audio_streams: int = 0
     container: str = ""
+    pix_fmt: str = ""  # the decoded frames' pixel format: yuv420p, yuv444p, rgb24…
+    chroma_subsampled: bool = False  # colour stored below the picture's resolution (4:2:0, 4:2:2, nv12…)
 
 
 @dataclass
@@ -223,7 +225,8 @@ def probe(path: str | os.PathLike, *, max_pixels: int | None = None) -> VideoInf
             duration=duration, rotation=rotation, codec=stream.codec_context.name,
             time_base=Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000),
             has_audio=bool(audio), audio_codec=audio[0].codec_context.name if audio else None,
-            audio_streams=len(audio), container=container.format.name,
+            audio_streams=len(audio), container=container.format.name, pix_fmt=first.format.name,
+            chroma_subsampled=any(c.width < cw or c.height < ch for c in first.format.components),
         )
 
 

@@ -218,12 +218,12 @@ def test_raft_small_from_a_local_file(tmp_path):
     assert fn.name == "raft_small" and flow.shape == (44, 60, 2) and flow.dtype == np.float32
 
 
-def _write_video(path, frames, fps=10):
+def _write_video(path, frames, fps=10, codec="mpeg4", pix_fmt="yuv420p"):
     import av
 
     with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=fps)
-        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], pix_fmt
         for f in frames:
             for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 c.mux(p)
@@ -263,6 +263,23 @@ def test_eval_cli_on_video_files(tmp_path, capsys, monkeypatch, vgg):
 
     rc = cli.main(["eval", str(video), str(video), "--model", "x.safetensors", "--style", str(tmp_path / "style.png")])
     assert rc == cli.EXIT_USER_ERROR and "not both" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,codec,pix_fmt", [("a.mp4", "mpeg4", "yuv420p"), ("b.mkv", "ffv1", "yuv444p"),
+                                                ("c.mkv", "ffv1", "bgr0")])
+def test_eval_says_when_a_files_colour_is_subsampled(tmp_path, vgg, name, codec, pix_fmt):
+    """A stylized file in 4:2:0 has lost chroma detail that an on-the-fly measurement keeps; the report
+    says so, and only for such a file."""
+    video = tmp_path / "in.mp4"
+    _write_video(video, _translating(4, h=48, w=64))
+    out = tmp_path / name
+    _write_video(out, _translating(4, h=48, w=64), codec=codec, pix_fmt=pix_fmt)
+    r = metrics.evaluate_video(video, out, style_image=_style(), device="cpu", vgg=vgg, vgg_every=99)
+    noted = [n for n in r.notes if "reduced resolution" in n]
+    assert r.frames == 4
+    said = (f"the stylized file stores its colour at reduced resolution ({pix_fmt}): its E_warp includes that "
+            "loss, which figures measured on the fly (--model) do not.")
+    assert noted == ([said] if pix_fmt == "yuv420p" else [])
 
 
 def test_eval_with_a_style_model_stylizes_on_the_fly(tmp_path, vgg):

@@ -32,6 +32,7 @@ def test_probe(tmp_path: Path) -> None:
     assert info.fps == Fraction(10) and isinstance(info.fps, Fraction)
     assert info.frames == 15 and info.duration == pytest.approx(1.5, abs=0.11)
     assert info.has_audio and info.audio_codec == "aac" and info.codec == "h264"
+    assert info.pix_fmt == "yuv420p" and info.chroma_subsampled  # make_video writes H.264 in 4:2:0
     silent = probe(make_video(tmp_path / "silent.mkv", n=3, audio=None))
     assert not silent.has_audio and silent.audio_codec is None and silent.frames > 0
 

@@ -2,7 +2,7 @@
 
 After Ruder, Dosovitskiy & Brox (2016, "Artistic style transfer for videos"): each frame's pixels start
 from the previous result carried along the input's motion (:class:`fastnst.motion.Motion`, the motion
-stage the stabiliser uses) and are optimised for the Gatys loss (:mod:`fastnst.gatys`) plus a
+stage the stabiliser uses, with a finer flow) and are optimised for the Gatys loss (:mod:`fastnst.gatys`) plus a
 temporal term that holds them to that carried result where the motion is trusted::
 
     L(x_t) = L_gatys(x_t)  +  λ · Σ_p M(p) ‖x_t(p) − W(x_{t−1})(p)‖² / (3 Σ_p M(p))
@@ -40,6 +40,13 @@ from .perceptual import PerceptualLoss
 # frames at --size 501) and on a pan with known motion: at 30 the strokes are smoother and the video
 # steadier for nearly the same style (weights/README.md, "The reference mode on a video").
 VIDEO_TV_WEIGHT = 30.0
+# The reference's flow: DIS "medium" (the eval's kind of flow), not the stabiliser's cheaper default.
+# The optimisation holds its strokes to whatever motion it is given, so a truer flow is worth its few
+# ms beside seconds of optimisation. Measured 2026-12-05 (Zen 5, tv 30; weights/README.md, "What the
+# eval sees in the reference"): bikes.mp4, 60 frames at --size 501, 6.81x -> 5.67x the floor at 0.40x
+# style; a known pan by the true flow 1.73x -> 1.66x, the same pan with a flat roof sliding over it
+# 13.99x -> 13.26x.
+REFERENCE_FLOW_PRESET = "medium"
 
 
 @dataclass
@@ -71,7 +78,7 @@ class FrameOptimizer:
         self.cfg, self.styles = cfg, list(styles)
         self.loss: PerceptualLoss = build_loss(cfg, extractor, tv_weight=VIDEO_TV_WEIGHT)
         self.device = self.styles[0].device
-        self.motion = Motion()
+        self.motion = Motion(preset=REFERENCE_FLOW_PRESET)
         self.prev: np.ndarray | None = None  # (h,w,3) float32, the last result at the working size
         self._style_set = False
         self.cuts = -1  # the first frame is painted from scratch too, and not a cut

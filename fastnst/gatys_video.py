@@ -2,8 +2,9 @@
 
 After Ruder, Dosovitskiy & Brox (2016, "Artistic style transfer for videos"): each frame's pixels start
 from the previous result carried along the input's motion (:class:`fastnst.motion.Motion`, the motion
-stage the stabiliser uses, with a finer flow) and are optimised for the Gatys loss (:mod:`fastnst.gatys`) plus a
-temporal term that holds them to that carried result where the motion is trusted::
+stage the stabiliser uses, with a finer flow: :data:`REFERENCE_FLOW_PRESET`) and are optimised for the
+Gatys loss (:mod:`fastnst.gatys`) plus a temporal term that holds them to that carried result where the
+motion is trusted::
 
     L(x_t) = L_gatys(x_t)  +  λ · Σ_p M(p) ‖x_t(p) − W(x_{t−1})(p)‖² / (3 Σ_p M(p))
 
